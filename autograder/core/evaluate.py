@@ -1,0 +1,126 @@
+"""Judge a submission's answers against materialised expectations: the parent side.
+
+No student code runs here. For each exercise the answers of every case are
+compared with the expected ones; a failing exercise gets the first failing
+case's problem, and a hint when its answers match one of the usual mistakes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from autograder.core.compare import compare_outputs
+from autograder.core.materialize import MaterializedCase, MaterializedExercise
+from autograder.core.runner import JobResult
+from autograder.core.spec import Tolerance
+
+STATUS_PASSED = "passed"
+STATUS_FAILED = "failed"
+STATUS_TODO = "not_implemented"
+STATUS_MISSING = "missing"
+
+
+@dataclass
+class ExerciseResult:
+    name: str
+    score: float
+    max_score: int
+    status: str  # passed, failed, not_implemented, missing
+    message: str = ""
+    hint: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == STATUS_PASSED
+
+    def feedback(self) -> str:
+        """The message and hint as one paragraph."""
+        text = self.message
+        if self.hint:
+            text += f"\nHint: {self.hint}"
+        return text
+
+
+def _describe_value(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{tuple(value.shape)}" if value.dim() else f"{value.tolist()!r}"
+    if isinstance(value, list | tuple) and len(value) > 4:
+        return f"a list of {len(value)}"
+    return repr(value)
+
+
+def describe_case(case: MaterializedCase) -> str:
+    """``'causal mask' with q (2, 6, 16), mask (6, 6)``: what a student needs to reproduce it."""
+    parts = [_describe_value(a) for a in case.get("args", [])]
+    parts += [f"{k}={_describe_value(v)}" for k, v in case.get("kwargs", {}).items()]
+    init = case.get("init")
+    text = f"case '{case.get('label', '?')}'"
+    if init:
+        text += " with " + ", ".join(f"{k}={v!r}" for k, v in init.items())
+    if parts:
+        text += (" and" if init else " with") + " inputs " + ", ".join(parts)
+    return text
+
+
+def _matching_mistake(
+    ex: MaterializedExercise, outputs: list[Any], failing: list[int], tol: Tolerance
+) -> str:
+    """The hint of the mistake whose outputs equal the student's on every failing case."""
+    names = tuple(ex["output_names"])
+    for mistake, hint in ex["hints"].items():
+        if all(
+            mistake in ex["cases"][i]["mistakes"]
+            and outputs[i] is not None
+            and compare_outputs(ex["cases"][i]["mistakes"][mistake], outputs[i], tol, names) is None
+            for i in failing
+        ):
+            return hint
+    return ""
+
+
+def evaluate_exercise(ex: MaterializedExercise, result: JobResult) -> ExerciseResult:
+    """Points and feedback for one exercise from the student's answers."""
+    points = ex["points"]
+    if result["status"] == "not_implemented":
+        return ExerciseResult(ex["name"], 0, points, STATUS_TODO, "not implemented yet")
+    if result["status"] in ("missing", "unreadable"):
+        return ExerciseResult(ex["name"], 0, points, STATUS_MISSING, result["message"])
+    if result["status"] != "ok":
+        return ExerciseResult(ex["name"], 0, points, STATUS_FAILED, result["message"])
+    tol = Tolerance(ex["atol"], ex["rtol"])
+    names = tuple(ex["output_names"])
+    problems: list[tuple[int, str]] = []
+    for i, case in enumerate(ex["cases"]):
+        error = result["errors"][i] if i < len(result["errors"]) else "no answer"
+        if error:
+            problems.append((i, f"raised {error}"))
+            continue
+        problem = compare_outputs(case["expected"], result["outputs"][i], tol, names)
+        if problem:
+            problems.append((i, problem))
+    if not problems:
+        return ExerciseResult(ex["name"], points, points, STATUS_PASSED)
+    first, problem = problems[0]
+    message = f"{describe_case(ex['cases'][first])}: {problem}"
+    if len(problems) > 1:
+        message += f" ({len(problems)} of {len(ex['cases'])} cases fail)"
+    hint = _matching_mistake(ex, result["outputs"], [i for i, _ in problems], tol)
+    return ExerciseResult(ex["name"], 0, points, STATUS_FAILED, message, hint)
+
+
+def evaluate(exercises: list[MaterializedExercise], results: list[JobResult]) -> list[ExerciseResult]:
+    """Every exercise's result; notes when an exercise calls another that fails."""
+    by_name = {r["exercise"]: r for r in results}
+    out = [evaluate_exercise(ex, by_name[ex["name"]]) for ex in exercises]
+    status = {r.name: r for r in out}
+    for ex, res in zip(exercises, out, strict=True):
+        broken = [d for d in ex["depends_on"] if d in status and not status[d].passed]
+        if res.status == STATUS_FAILED and broken:
+            res.message += (
+                f" (note: {ex['name']} uses your {', '.join(broken)}, which "
+                f"{'does' if len(broken) == 1 else 'do'} not pass yet; fix that first)"
+            )
+    return out

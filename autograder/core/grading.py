@@ -1,0 +1,29 @@
+"""Grade one submission against the reference on fresh seeds (the instructor's side)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from autograder.core.chapters import ChapterInfo, load_spec
+from autograder.core.evaluate import ExerciseResult, evaluate
+from autograder.core.executors import Executor, subprocess_executor
+from autograder.core.materialize import GRADING_SEED, MaterializedChapter, jobs_for, materialize
+
+
+@lru_cache(maxsize=16)
+def expectations(info: ChapterInfo, seed: int = GRADING_SEED) -> MaterializedChapter:
+    """The chapter's grading cases and answers, computed once per process from solutions/."""
+    return materialize(load_spec(info), seed)
+
+
+def grade_submission(
+    path: str | Path,
+    info: ChapterInfo,
+    executor: Executor | None = None,
+    seed: int = GRADING_SEED,
+) -> list[ExerciseResult]:
+    """Points per exercise for the submission at ``path``; never raises for student faults."""
+    chapter = expectations(info, seed)
+    run = executor or subprocess_executor()
+    return evaluate(chapter["exercises"], run(Path(path), jobs_for(chapter)))

@@ -1,0 +1,183 @@
+"""Load a submission: the definitions of a notebook or .py file, and nothing else.
+
+Only imports, function and class definitions and UPPER_CASE constants are taken
+from the code cells; every other top-level statement (training loops, plots,
+self-check calls, prints) is left out, so loading a notebook is quick and has
+no side effects of its own. Each statement is run on its own: a failing import
+or a cell with a syntax error costs only what depends on it, and is reported
+with the cell it came from.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import linecache
+import re
+import sys
+import traceback
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_KEPT = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_DEFINES = re.compile(r"^(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)", re.MULTILINE)
+
+
+class SubmissionError(Exception):
+    """The file cannot be read as a submission at all (not JSON, not a notebook...)."""
+
+
+@dataclass
+class Chunk:
+    """A piece of source with where it came from (``cell 3`` or the file name)."""
+
+    origin: str
+    source: str
+
+
+@dataclass
+class Submission:
+    """What a submission defines, and what went wrong while loading it."""
+
+    path: Path
+    namespace: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # problems not tied to one name
+    broken: dict[str, str] = field(default_factory=dict)  # name -> why it is unusable
+
+    def lookup(self, name: str) -> tuple[Any, str | None]:
+        """The object called ``name`` or ``None``, with the reason when it is absent."""
+        if name in self.broken:
+            return None, self.broken[name]
+        if name in self.namespace:
+            return self.namespace[name], None
+        reason = f"`{name}` is not defined in {self.path.name}"
+        if self.notes:
+            reason += " (while loading: " + "; ".join(self.notes) + ")"
+        return None, reason
+
+
+def read_chunks(path: Path) -> list[Chunk]:
+    """The code of a notebook's code cells, or of a .py file, as chunks."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SubmissionError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SubmissionError(f"{path} cannot be read as UTF-8 text: {exc}") from None
+    if path.suffix == ".py":
+        return [Chunk(path.name, text)]
+    if path.suffix != ".ipynb":
+        raise SubmissionError(f"{path.name}: a submission must be a .ipynb notebook or a .py file")
+    try:
+        notebook = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SubmissionError(
+            f"{path.name} is not a valid notebook: it is not JSON "
+            f"(line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "was it saved from Jupyter, or truncated?"
+        ) from None
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    if not isinstance(cells, list):
+        raise SubmissionError(f"{path.name} is JSON but not a Jupyter notebook (no list of cells)")
+    chunks = []
+    for number, cell in enumerate(cells, start=1):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source", "")
+        if isinstance(source, list):
+            source = "".join(str(s) for s in source)
+        chunks.append(Chunk(f"cell {number}", _strip_magics(str(source))))
+    return chunks
+
+
+def _strip_magics(source: str) -> str:
+    """Blank out IPython-only lines (``%magic``, ``!shell``) keeping line numbers."""
+    lines = source.split("\n")
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in lines)
+
+
+def _is_constant(node: ast.stmt) -> bool:
+    targets = (
+        node.targets
+        if isinstance(node, ast.Assign)
+        else [node.target]
+        if isinstance(node, ast.AnnAssign) and node.value is not None
+        else []
+    )
+    return bool(targets) and all(isinstance(t, ast.Name) and t.id.isupper() for t in targets)
+
+
+def _defined_names(node: ast.stmt) -> list[str]:
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return [node.name]
+    if isinstance(node, ast.Assign):
+        return [t.id for t in node.targets if isinstance(t, ast.Name)]
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+        return [node.target.id]
+    return []
+
+
+def _short_error(exc: BaseException, filename_prefix: str = "<") -> str:
+    """``ValueError: ... (cell 3, line 7)``: the last frame that is the student's code."""
+    where = ""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.startswith(filename_prefix):
+            where = f" ({frame.filename.strip('<>')}, line {frame.lineno})"
+            break
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {message}{where}" if message else type(exc).__name__ + where
+
+
+def load_submission(path: str | Path, module_name: str = "submission") -> Submission:
+    """Run the definitions of ``path`` in a fresh module and return what they define.
+
+    Raises :class:`SubmissionError` only when the file is not a submission at all.
+    """
+    path = Path(path)
+    chunks = read_chunks(path)
+    module = types.ModuleType(module_name)
+    module.__file__ = str(path)
+    sub = Submission(path=path, namespace=module.__dict__)
+    sys.modules[module_name] = module  # dataclasses and pickling look classes up here
+    for chunk in chunks:
+        filename = f"<{chunk.origin}>"
+        lines = chunk.source.splitlines(keepends=True)
+        linecache.cache[filename] = (len(chunk.source), None, lines, filename)
+        try:
+            tree = ast.parse(chunk.source, filename=filename)
+        except SyntaxError as exc:
+            problem = f"{chunk.origin} has a syntax error on line {exc.lineno}: {exc.msg}"
+            names = _DEFINES.findall(chunk.source)
+            for name in names:
+                sub.broken[name] = problem
+            if not names:
+                sub.notes.append(problem)
+            continue
+        for node in tree.body:
+            if not (isinstance(node, _KEPT) or _is_constant(node)):
+                continue
+            code = compile(ast.Module(body=[node], type_ignores=[]), filename, "exec")
+            try:
+                exec(code, sub.namespace)  # noqa: S102 - this is the point of a loader
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - SystemExit included
+                names = _defined_names(node)
+                problem = f"{chunk.origin}: `{ast.unparse(node).splitlines()[0]}` failed: "
+                problem += _short_error(exc)
+                if names:
+                    for name in names:
+                        sub.broken[name] = problem
+                else:
+                    sub.notes.append(problem)
+            else:
+                for name in _defined_names(node):
+                    sub.broken.pop(name, None)
+    return sub
+
+
+def student_error(exc: BaseException) -> str:
+    """A one-line account of an exception raised by student code, with its cell and line."""
+    return _short_error(exc)

@@ -1,0 +1,109 @@
+"""Turn a chapter's spec into plain data: inputs, expected outputs, mistake outputs.
+
+This runs where solutions/ is available (the instructor's side, and the
+fixture generator). Its result is what the student's self-check fixtures
+store and what the grader compares a submission's answers against.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, TypedDict
+
+import torch
+
+from autograder.core.drivers import run_case
+from autograder.core.spec import Case, ChapterSpec, Exercise
+
+# The self-check fixtures use this seed; grading uses others, so a submission
+# cannot pass by remembering the fixtures' answers.
+SELFCHECK_SEED = 0
+GRADING_SEED = 2026
+
+
+class MaterializedCase(TypedDict, total=False):
+    label: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    init: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    expected: Any
+    mistakes: dict[str, Any]  # mistake name -> its output on this case (absent if it raised)
+
+
+class MaterializedExercise(TypedDict):
+    name: str
+    points: int
+    driver: str
+    output_names: list[str]
+    atol: float
+    rtol: float
+    depends_on: list[str]
+    summary: str
+    hints: dict[str, str]
+    cases: list[MaterializedCase]
+
+
+class MaterializedChapter(TypedDict):
+    number: str
+    slug: str
+    title: str
+    seed: int
+    exercises: list[MaterializedExercise]
+
+
+def exercise_generator(name: str, seed: int) -> torch.Generator:
+    """A CPU generator seeded by the exercise's name and the run's seed."""
+    return torch.Generator().manual_seed(zlib.crc32(name.encode()) + 1_000_003 * seed)
+
+
+def materialize_exercise(exercise: Exercise, seed: int) -> MaterializedExercise:
+    cases: list[Case] = exercise.make_cases(exercise_generator(exercise.name, seed))
+    reference = exercise.reference()
+    out_cases: list[MaterializedCase] = []
+    for case in cases:
+        expected = run_case(reference, exercise.driver, case)
+        mistakes: dict[str, Any] = {}
+        for mistake in exercise.mistakes:
+            try:
+                mistakes[mistake.name] = run_case(mistake.impl, exercise.driver, case)
+            except Exception:  # noqa: BLE001 - a mistake may not apply to every case
+                pass
+        out_cases.append(MaterializedCase(**case, expected=expected, mistakes=mistakes))
+    return MaterializedExercise(
+        name=exercise.name,
+        points=exercise.points,
+        driver=exercise.driver,
+        output_names=list(exercise.output_names),
+        atol=exercise.tolerance.atol,
+        rtol=exercise.tolerance.rtol,
+        depends_on=list(exercise.depends_on),
+        summary=exercise.summary,
+        hints={m.name: m.hint for m in exercise.mistakes},
+        cases=out_cases,
+    )
+
+
+def materialize(spec: ChapterSpec, seed: int) -> MaterializedChapter:
+    """Every exercise of the chapter, with seeded inputs and the answers to expect."""
+    return MaterializedChapter(
+        number=spec.number,
+        slug=spec.slug,
+        title=spec.title,
+        seed=seed,
+        exercises=[materialize_exercise(e, seed) for e in spec.exercises],
+    )
+
+
+def jobs_for(chapter: MaterializedChapter, only: list[str] | None = None) -> list[dict[str, Any]]:
+    """What the student side needs: the cases without expected or mistake outputs."""
+    jobs = []
+    for ex in chapter["exercises"]:
+        if only is not None and ex["name"] not in only:
+            continue
+        cases = [
+            {k: v for k, v in case.items() if k not in ("expected", "mistakes")}
+            for case in ex["cases"]
+        ]
+        jobs.append({"exercise": ex["name"], "driver": ex["driver"], "cases": cases})
+    return jobs

@@ -1,0 +1,71 @@
+"""Run a submission's objects on the cases of each exercise: the student side.
+
+``run_jobs`` takes plain data in (which object, which driver, which cases) and
+gives plain data out (the answers, or what went wrong). It is the whole of what
+must run beside student code, so grading can run it in a separate, isolated
+process (see :mod:`autograder.core.child`) and compare in the parent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypedDict
+
+from autograder.core.drivers import run_case
+from autograder.core.loader import SubmissionError, load_submission, student_error
+from autograder.core.spec import Case
+
+
+class Job(TypedDict):
+    exercise: str
+    driver: str
+    cases: list[Case]
+
+
+class JobResult(TypedDict):
+    exercise: str
+    # "ok" (every case ran; outputs may still be wrong), "missing", "not_implemented",
+    # "unreadable" (the file is not a submission); per-case crashes are in `errors`.
+    status: str
+    message: str
+    outputs: list[Any]  # one per case; None where that case raised
+    errors: list[str | None]  # one per case
+
+
+def _result(exercise: str, status: str, message: str = "") -> JobResult:
+    return JobResult(exercise=exercise, status=status, message=message, outputs=[], errors=[])
+
+
+def run_job(obj: Any, job: Job) -> JobResult:
+    """Run one exercise's cases on the student's object."""
+    result = _result(job["exercise"], "ok")
+    for case in job["cases"]:
+        try:
+            output = run_case(obj, job["driver"], case)
+        except NotImplementedError:
+            return _result(job["exercise"], "not_implemented", "not implemented yet")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - student code may raise anything
+            result["outputs"].append(None)
+            result["errors"].append(student_error(exc))
+        else:
+            result["outputs"].append(output)
+            result["errors"].append(None)
+    return result
+
+
+def run_jobs(path: str | Path, jobs: list[Job]) -> list[JobResult]:
+    """Load the submission at ``path`` and run every job; never raises for student faults."""
+    try:
+        submission = load_submission(path)
+    except SubmissionError as exc:
+        return [_result(job["exercise"], "unreadable", str(exc)) for job in jobs]
+    results = []
+    for job in jobs:
+        obj, reason = submission.lookup(job["exercise"])
+        if obj is None:
+            results.append(_result(job["exercise"], "missing", reason or "not defined"))
+        else:
+            results.append(run_job(obj, job))
+    return results
