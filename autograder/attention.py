@@ -51,21 +51,37 @@ def call_case(label: str, *args: Any, **kwargs: Any) -> Case:
 # ------------------------------------------------------ scaled_dot_product_attention
 
 
-def _sdpa_variant(scale: str = "sqrt_d", axis: int = -1, mask_mode: str = "fill") -> Callable:
+def _sdpa_variant(
+    scale: str = "sqrt_d", axis: int = -1, mask_mode: str = "fill", fill: str = "-inf"
+) -> Callable:
+    """A wrong attention; ``fill`` is -inf or the dtype's most negative number (both are
+    right for masking, but they differ where a whole column or row is masked)."""
+
     def attention(q, k, v, mask=None):
+        value = float("-inf") if fill == "-inf" else torch.finfo(q.dtype).min
         d = {"sqrt_d": math.sqrt(q.shape[-1]), "none": 1.0, "d": q.shape[-1],
              "sqrt_dv": math.sqrt(v.shape[-1])}[scale]
         scores = q @ k.transpose(-2, -1) / d
         if mask is not None and mask_mode == "inverted":
-            scores = scores.masked_fill(mask, float("-inf"))
+            scores = scores.masked_fill(mask, value)
         elif mask is not None and mask_mode == "fill":
-            scores = scores.masked_fill(~mask, float("-inf"))
+            scores = scores.masked_fill(~mask, value)
         weights = scores.softmax(dim=axis)
         if mask is not None and mask_mode == "after_softmax":
             weights = weights * mask
         return weights @ v, weights
 
     return attention
+
+
+_AXIS_HINT = (
+    "your answer matches a softmax over the queries (dim=-2): each query's weights over the "
+    "keys must sum to 1, so take the softmax over the last dimension (dim=-1)."
+)
+_INVERTED_HINT = (
+    "your answer matches an inverted mask: True marks the positions that MAY be attended to, "
+    "so fill the scores where the mask is False (scores.masked_fill(~mask, -inf))."
+)
 
 
 def _sdpa_cases(g: torch.Generator) -> list[Case]:
@@ -99,12 +115,11 @@ SDPA = Exercise(
         Mistake("scale_by_dv", "your answer matches a scale of 1/sqrt(dv) (the size of the values): "
                 "the scale uses d, the size of queries and keys, q.shape[-1].",
                 _sdpa_variant(scale="sqrt_dv")),
-        Mistake("softmax_axis", "your answer matches a softmax over the queries (dim=-2): each "
-                "query's weights over the keys must sum to 1, so take the softmax over the last "
-                "dimension (dim=-1).", _sdpa_variant(axis=-2)),
-        Mistake("mask_inverted", "your answer matches an inverted mask: True marks the positions "
-                "that MAY be attended to, so fill the scores where the mask is False "
-                "(scores.masked_fill(~mask, -inf)).", _sdpa_variant(mask_mode="inverted")),
+        Mistake("softmax_axis", _AXIS_HINT, _sdpa_variant(axis=-2)),
+        Mistake("softmax_axis_min", _AXIS_HINT, _sdpa_variant(axis=-2, fill="min")),
+        Mistake("mask_inverted", _INVERTED_HINT, _sdpa_variant(mask_mode="inverted")),
+        Mistake("mask_inverted_min", _INVERTED_HINT,
+                _sdpa_variant(mask_mode="inverted", fill="min")),
         Mistake("mask_after_softmax", "your answer matches zeroing masked weights after the "
                 "softmax: then the rows no longer sum to 1. Mask the scores with -inf before "
                 "the softmax.", _sdpa_variant(mask_mode="after_softmax")),

@@ -6,12 +6,14 @@ In a notebook::
     check("01", scaled_dot_product_attention)
 
 From a shell: ``llm-course check 01 --notebook course/01_attention.ipynb``.
+Set ``LLM_COURSE_STRICT=1`` to make a failing check raise (the notebook tests do).
 Needs neither solutions/ nor the grading specs: the expected answers come from
 the fixtures in ``autograder/fixtures/``. Grading uses other inputs.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,13 @@ from autograder.core.report import format_result
 from autograder.core.runner import run_job
 
 
-def check(chapter: str, obj: Any, name: str | None = None, quiet: bool = False) -> bool:
-    """Check one function or class of a chapter against its fixture; print and return the verdict."""
+def check(chapter: str, obj: Any, name: str | None = None) -> None:
+    """Check one function or class of a chapter against its fixture and print the verdict."""
+    passes(chapter, obj, name, quiet=False)
+
+
+def passes(chapter: str, obj: Any, name: str | None = None, quiet: bool = True) -> bool:
+    """Whether ``obj`` passes its exercise's self-check (printing the verdict unless quiet)."""
     info = resolve_chapter(chapter)
     fixture = load_fixture(info)
     name = name or getattr(obj, "__name__", None)
@@ -42,6 +49,8 @@ def check(chapter: str, obj: Any, name: str | None = None, quiet: bool = False) 
             print(f"TODO    {name}: not implemented yet (the stub still raises NotImplementedError)")
         else:
             print(format_result(result))
+    if os.environ.get("LLM_COURSE_STRICT") == "1" and not result.passed:
+        raise AssertionError(f"self-check of {name} failed: {result.feedback()}")
     return result.passed
 
 

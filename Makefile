@@ -1,0 +1,40 @@
+# The course's commands. `make book` builds the website, `make test` runs every test;
+# both set up .venv first (scripts/setup.sh) on a fresh machine.
+PY := .venv/bin/python
+SETUP_STAMP := .venv/.llm-course-installed
+
+.PHONY: setup book test lint format fixtures stubs bench clean
+
+setup: $(SETUP_STAMP)
+
+$(SETUP_STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+
+book: setup
+	@start=$$(date +%s); \
+	.venv/bin/jupyter-book build . -W -n --keep-going || exit 1; \
+	echo "book: built in $$(( $$(date +%s) - start )) s: _build/html/index.html"
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: setup
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+test: setup lint
+	$(PY) -m pytest -q
+
+# Regenerate the self-check fixtures and the notebook stubs from solutions/.
+fixtures: setup
+	$(PY) -m autograder.core.fixtures
+
+stubs: setup
+	$(PY) -m autograder.core.stubs sync course/*.ipynb
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf _build .pytest_cache .ruff_cache
