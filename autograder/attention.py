@@ -38,10 +38,16 @@ def random_state(module: torch.nn.Module, g: torch.Generator) -> dict[str, torch
     return state
 
 
-def module_case(label: str, cls: type, init: dict[str, Any], g: torch.Generator, *args: Any,
-                **kwargs: Any) -> Case:
-    return {"label": label, "init": init, "state": random_state(cls(**init), g),
-            "args": list(args), "kwargs": kwargs}
+def module_case(
+    label: str, cls: type, init: dict[str, Any], g: torch.Generator, *args: Any, **kwargs: Any
+) -> Case:
+    return {
+        "label": label,
+        "init": init,
+        "state": random_state(cls(**init), g),
+        "args": list(args),
+        "kwargs": kwargs,
+    }
 
 
 def call_case(label: str, *args: Any, **kwargs: Any) -> Case:
@@ -59,8 +65,12 @@ def _sdpa_variant(
 
     def attention(q, k, v, mask=None):
         value = float("-inf") if fill == "-inf" else torch.finfo(q.dtype).min
-        d = {"sqrt_d": math.sqrt(q.shape[-1]), "none": 1.0, "d": q.shape[-1],
-             "sqrt_dv": math.sqrt(v.shape[-1])}[scale]
+        d = {
+            "sqrt_d": math.sqrt(q.shape[-1]),
+            "none": 1.0,
+            "d": q.shape[-1],
+            "sqrt_dv": math.sqrt(v.shape[-1]),
+        }[scale]
         scores = q @ k.transpose(-2, -1) / d
         if mask is not None and mask_mode == "inverted":
             scores = scores.masked_fill(mask, value)
@@ -89,12 +99,26 @@ def _sdpa_cases(g: torch.Generator) -> list[Case]:
     pad[0, ..., 5:] = False
     pad[1, ..., 3:] = False
     return [
-        call_case("no batch, no mask", randn(g, 5, 8, scale=1.5), randn(g, 7, 8, scale=1.5),
-                  randn(g, 7, 4)),
-        call_case("batch and heads, causal mask", randn(g, 2, 3, 6, 16), randn(g, 2, 3, 6, 16),
-                  randn(g, 2, 3, 6, 16), mask=ref.causal_mask(6)),
-        call_case("cross-attention with a padding mask", randn(g, 2, 2, 4, 8, scale=1.5),
-                  randn(g, 2, 2, 7, 8, scale=1.5), randn(g, 2, 2, 7, 3), mask=pad),
+        call_case(
+            "no batch, no mask",
+            randn(g, 5, 8, scale=1.5),
+            randn(g, 7, 8, scale=1.5),
+            randn(g, 7, 4),
+        ),
+        call_case(
+            "batch and heads, causal mask",
+            randn(g, 2, 3, 6, 16),
+            randn(g, 2, 3, 6, 16),
+            randn(g, 2, 3, 6, 16),
+            mask=ref.causal_mask(6),
+        ),
+        call_case(
+            "cross-attention with a padding mask",
+            randn(g, 2, 2, 4, 8, scale=1.5),
+            randn(g, 2, 2, 7, 8, scale=1.5),
+            randn(g, 2, 2, 7, 3),
+            mask=pad,
+        ),
     ]
 
 
@@ -107,22 +131,37 @@ SDPA = Exercise(
     output_names=("out", "weights"),
     tolerance=Tolerance(atol=1e-5, rtol=1e-4),
     mistakes=(
-        Mistake("no_scale", "your answer matches attention without the 1/sqrt(d) scale: divide "
-                "the scores q·kᵀ by sqrt(d), d = q.shape[-1], before the softmax.",
-                _sdpa_variant(scale="none")),
-        Mistake("scale_by_d", "your answer matches scores divided by d instead of sqrt(d): the "
-                "scale is 1/sqrt(d), d = q.shape[-1].", _sdpa_variant(scale="d")),
-        Mistake("scale_by_dv", "your answer matches a scale of 1/sqrt(dv) (the size of the values): "
-                "the scale uses d, the size of queries and keys, q.shape[-1].",
-                _sdpa_variant(scale="sqrt_dv")),
+        Mistake(
+            "no_scale",
+            "your answer matches attention without the 1/sqrt(d) scale: divide "
+            "the scores q·kᵀ by sqrt(d), d = q.shape[-1], before the softmax.",
+            _sdpa_variant(scale="none"),
+        ),
+        Mistake(
+            "scale_by_d",
+            "your answer matches scores divided by d instead of sqrt(d): the "
+            "scale is 1/sqrt(d), d = q.shape[-1].",
+            _sdpa_variant(scale="d"),
+        ),
+        Mistake(
+            "scale_by_dv",
+            "your answer matches a scale of 1/sqrt(dv) (the size of the values): "
+            "the scale uses d, the size of queries and keys, q.shape[-1].",
+            _sdpa_variant(scale="sqrt_dv"),
+        ),
         Mistake("softmax_axis", _AXIS_HINT, _sdpa_variant(axis=-2)),
         Mistake("softmax_axis_min", _AXIS_HINT, _sdpa_variant(axis=-2, fill="min")),
         Mistake("mask_inverted", _INVERTED_HINT, _sdpa_variant(mask_mode="inverted")),
-        Mistake("mask_inverted_min", _INVERTED_HINT,
-                _sdpa_variant(mask_mode="inverted", fill="min")),
-        Mistake("mask_after_softmax", "your answer matches zeroing masked weights after the "
-                "softmax: then the rows no longer sum to 1. Mask the scores with -inf before "
-                "the softmax.", _sdpa_variant(mask_mode="after_softmax")),
+        Mistake(
+            "mask_inverted_min", _INVERTED_HINT, _sdpa_variant(mask_mode="inverted", fill="min")
+        ),
+        Mistake(
+            "mask_after_softmax",
+            "your answer matches zeroing masked weights after the "
+            "softmax: then the rows no longer sum to 1. Mask the scores with -inf before "
+            "the softmax.",
+            _sdpa_variant(mask_mode="after_softmax"),
+        ),
     ),
 )
 
@@ -142,15 +181,25 @@ CAUSAL = Exercise(
     reference=lambda: ref.causal_mask,
     tolerance=Tolerance(0.0, 0.0),
     mistakes=(
-        Mistake("off_by_one", "your mask matches one without the diagonal: position i must be "
-                "allowed to attend to itself, so keep the diagonal (torch.tril with diagonal=0).",
-                lambda n, device=None: torch.ones(n, n, dtype=torch.bool).tril(-1)),
-        Mistake("upper", "your mask matches the upper triangle: position i may attend to "
-                "positions 0..i, which lie on and below the diagonal (torch.tril).",
-                lambda n, device=None: torch.ones(n, n, dtype=torch.bool).triu()),
-        Mistake("disallowed", "your mask marks the positions that must NOT be attended to (the "
-                "future). The contract's mask is True where attention is allowed: on and below "
-                "the diagonal.", lambda n, device=None: torch.ones(n, n, dtype=torch.bool).triu(1)),
+        Mistake(
+            "off_by_one",
+            "your mask matches one without the diagonal: position i must be "
+            "allowed to attend to itself, so keep the diagonal (torch.tril with diagonal=0).",
+            lambda n, device=None: torch.ones(n, n, dtype=torch.bool).tril(-1),
+        ),
+        Mistake(
+            "upper",
+            "your mask matches the upper triangle: position i may attend to "
+            "positions 0..i, which lie on and below the diagonal (torch.tril).",
+            lambda n, device=None: torch.ones(n, n, dtype=torch.bool).triu(),
+        ),
+        Mistake(
+            "disallowed",
+            "your mask marks the positions that must NOT be attended to (the "
+            "future). The contract's mask is True where attention is allowed: on and below "
+            "the diagonal.",
+            lambda n, device=None: torch.ones(n, n, dtype=torch.bool).triu(1),
+        ),
     ),
 )
 
@@ -181,8 +230,11 @@ class _WrongMHA(ref.MultiHeadAttention):
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         out = scores.softmax(-1) @ v
-        out = out.reshape(B, L, D) if self.split == "no_transpose" else \
-            out.transpose(1, 2).reshape(B, L, D)
+        out = (
+            out.reshape(B, L, D)
+            if self.split == "no_transpose"
+            else out.transpose(1, 2).reshape(B, L, D)
+        )
         return self.out_proj(out) if self.out_projection else out
 
 
@@ -196,12 +248,30 @@ def _mha_cases(g: torch.Generator) -> list[Case]:
     pad[1, ..., 3:] = False
     return [
         module_case("self-attention", M, {"d_model": 16, "n_heads": 4}, g, randn(g, 2, 5, 16)),
-        module_case("causal self-attention", M, {"d_model": 16, "n_heads": 4}, g,
-                    randn(g, 2, 5, 16), mask=ref.causal_mask(5)),
-        module_case("cross-attention", M, {"d_model": 16, "n_heads": 2}, g, randn(g, 2, 4, 16),
-                    context=randn(g, 2, 6, 16)),
-        module_case("no bias, padding mask", M, {"d_model": 12, "n_heads": 3, "bias": False}, g,
-                    randn(g, 2, 5, 12), mask=pad),
+        module_case(
+            "causal self-attention",
+            M,
+            {"d_model": 16, "n_heads": 4},
+            g,
+            randn(g, 2, 5, 16),
+            mask=ref.causal_mask(5),
+        ),
+        module_case(
+            "cross-attention",
+            M,
+            {"d_model": 16, "n_heads": 2},
+            g,
+            randn(g, 2, 4, 16),
+            context=randn(g, 2, 6, 16),
+        ),
+        module_case(
+            "no bias, padding mask",
+            M,
+            {"d_model": 12, "n_heads": 3, "bias": False},
+            g,
+            randn(g, 2, 5, 12),
+            mask=pad,
+        ),
     ]
 
 
@@ -215,21 +285,39 @@ MHA = Exercise(
     tolerance=Tolerance(atol=1e-5, rtol=1e-4),
     depends_on=("scaled_dot_product_attention",),
     mistakes=(
-        Mistake("scale_by_d_model", "your answer matches scaling the scores by 1/sqrt(d_model): "
-                "within a head the queries have d_head = d_model / n_heads dimensions, so the "
-                "scale is 1/sqrt(d_head).", _wrong_mha(scale_by_model=True)),
-        Mistake("no_transpose", "your answer matches reshaping (B, L, d_model) straight to "
-                "(B, n_heads, L, d_head): that mixes positions between heads. View as "
-                "(B, L, n_heads, d_head), then transpose(1, 2) (and undo both when merging).",
-                _wrong_mha(split="no_transpose")),
-        Mistake("single_head", "your answer matches one head of size d_model: split the "
-                "projections into n_heads heads of d_head = d_model / n_heads dimensions.",
-                _wrong_mha(split="single")),
-        Mistake("context_ignored", "your answer matches keys and values taken from x even when "
-                "`context` is given: in cross-attention the queries come from x, the keys and "
-                "values from context.", _wrong_mha(use_context=False)),
-        Mistake("no_out_proj", "your answer matches the merged heads without `out_proj`: apply "
-                "the output projection after merging the heads.", _wrong_mha(out_projection=False)),
+        Mistake(
+            "scale_by_d_model",
+            "your answer matches scaling the scores by 1/sqrt(d_model): "
+            "within a head the queries have d_head = d_model / n_heads dimensions, so the "
+            "scale is 1/sqrt(d_head).",
+            _wrong_mha(scale_by_model=True),
+        ),
+        Mistake(
+            "no_transpose",
+            "your answer matches reshaping (B, L, d_model) straight to "
+            "(B, n_heads, L, d_head): that mixes positions between heads. View as "
+            "(B, L, n_heads, d_head), then transpose(1, 2) (and undo both when merging).",
+            _wrong_mha(split="no_transpose"),
+        ),
+        Mistake(
+            "single_head",
+            "your answer matches one head of size d_model: split the "
+            "projections into n_heads heads of d_head = d_model / n_heads dimensions.",
+            _wrong_mha(split="single"),
+        ),
+        Mistake(
+            "context_ignored",
+            "your answer matches keys and values taken from x even when "
+            "`context` is given: in cross-attention the queries come from x, the keys and "
+            "values from context.",
+            _wrong_mha(use_context=False),
+        ),
+        Mistake(
+            "no_out_proj",
+            "your answer matches the merged heads without `out_proj`: apply "
+            "the output projection after merging the heads.",
+            _wrong_mha(out_projection=False),
+        ),
     ),
 )
 
@@ -243,7 +331,7 @@ def _pe_variant(kind: str) -> Callable:
         pair = torch.div(j, 2, rounding_mode="floor")
         exponent = {"per_dim": j / 2, "no_two": pair / 2}.get(kind, pair) * 2 / d_model
         angles = pos / 10000.0**exponent  # (L, d): column j uses its own frequency
-        even = (j % 2 == 0)
+        even = j % 2 == 0
         if kind == "halves":
             half = angles[:, ::2]
             return torch.cat([half.sin(), half.cos()], dim=-1).to(dtype)
@@ -262,15 +350,31 @@ PE = Exercise(
     reference=lambda: ref.sinusoidal_positional_encoding,
     tolerance=Tolerance(atol=1e-4, rtol=1e-4),
     mistakes=(
-        Mistake("halves", "your table matches all the sines in the first half of the columns and "
-                "all the cosines in the second: the contract interleaves them, sin in even "
-                "columns 2i, cos in odd columns 2i+1.", _pe_variant("halves")),
-        Mistake("per_dim", "your table matches a frequency per column j (10000^(j/d)): columns 2i "
-                "and 2i+1 share one frequency, 10000^(2i/d).", _pe_variant("per_dim")),
-        Mistake("no_two", "your table matches the exponent i/d for pair i: it is 2i/d, i.e. the "
-                "even column index divided by d_model.", _pe_variant("no_two")),
-        Mistake("swapped", "your table matches cos in the even columns and sin in the odd ones: "
-                "PE[p, 2i] is the sine, PE[p, 2i+1] the cosine.", _pe_variant("swapped")),
+        Mistake(
+            "halves",
+            "your table matches all the sines in the first half of the columns and "
+            "all the cosines in the second: the contract interleaves them, sin in even "
+            "columns 2i, cos in odd columns 2i+1.",
+            _pe_variant("halves"),
+        ),
+        Mistake(
+            "per_dim",
+            "your table matches a frequency per column j (10000^(j/d)): columns 2i "
+            "and 2i+1 share one frequency, 10000^(2i/d).",
+            _pe_variant("per_dim"),
+        ),
+        Mistake(
+            "no_two",
+            "your table matches the exponent i/d for pair i: it is 2i/d, i.e. the "
+            "even column index divided by d_model.",
+            _pe_variant("no_two"),
+        ),
+        Mistake(
+            "swapped",
+            "your table matches cos in the even columns and sin in the odd ones: "
+            "PE[p, 2i] is the sine, PE[p, 2i+1] the cosine.",
+            _pe_variant("swapped"),
+        ),
     ),
 )
 
@@ -315,16 +419,30 @@ ROPE = Exercise(
     reference=lambda: ref.apply_rope,
     tolerance=Tolerance(atol=1e-5, rtol=1e-4),
     mistakes=(
-        Mistake("interleaved", "your answer matches rotating adjacent dimensions (2i, 2i+1) "
-                "together (the GPT-J layout): this course uses rotate-half, where dimension i "
-                "pairs with i + d/2 (Llama, GPT-NeoX).", _rope_variant("interleaved")),
-        Mistake("reversed", "your answer matches a rotation by minus the angle: with "
-                "rotate_half(x) = cat(-x2, x1), out = x·cos + rotate_half(x)·sin.",
-                _rope_variant("reversed")),
-        Mistake("no_two", "your answer matches frequencies base^(-i/d): the frequency of pair i "
-                "is base^(-2i/d).", _rope_variant("no_two")),
-        Mistake("positions_ignored", "your answer matches positions 0..L-1 even when `positions` "
-                "is given: use the positions passed in.", _rope_variant("positions_ignored")),
+        Mistake(
+            "interleaved",
+            "your answer matches rotating adjacent dimensions (2i, 2i+1) "
+            "together (the GPT-J layout): this course uses rotate-half, where dimension i "
+            "pairs with i + d/2 (Llama, GPT-NeoX).",
+            _rope_variant("interleaved"),
+        ),
+        Mistake(
+            "reversed",
+            "your answer matches a rotation by minus the angle: with "
+            "rotate_half(x) = cat(-x2, x1), out = x·cos + rotate_half(x)·sin.",
+            _rope_variant("reversed"),
+        ),
+        Mistake(
+            "no_two",
+            "your answer matches frequencies base^(-i/d): the frequency of pair i is base^(-2i/d).",
+            _rope_variant("no_two"),
+        ),
+        Mistake(
+            "positions_ignored",
+            "your answer matches positions 0..L-1 even when `positions` "
+            "is given: use the positions passed in.",
+            _rope_variant("positions_ignored"),
+        ),
     ),
 )
 
@@ -362,14 +480,24 @@ LN = Exercise(
     reference=lambda: ref.layer_norm,
     tolerance=Tolerance(atol=1e-5, rtol=1e-4),
     mistakes=(
-        Mistake("unbiased", "your answer matches the unbiased variance (dividing by d - 1): layer "
-                "norm uses the biased variance, x.var(dim=-1, unbiased=False).",
-                _ln_variant("unbiased")),
-        Mistake("eps_outside", "your answer matches (x - mean) / (std + eps): eps goes inside the "
-                "square root, (x - mean) / sqrt(var + eps).", _ln_variant("eps_outside")),
-        Mistake("wrong_dim", "your answer matches normalising over the first dimension: layer "
-                "norm normalises each vector over the LAST dimension (dim=-1).",
-                _ln_variant("wrong_dim")),
+        Mistake(
+            "unbiased",
+            "your answer matches the unbiased variance (dividing by d - 1): layer "
+            "norm uses the biased variance, x.var(dim=-1, unbiased=False).",
+            _ln_variant("unbiased"),
+        ),
+        Mistake(
+            "eps_outside",
+            "your answer matches (x - mean) / (std + eps): eps goes inside the "
+            "square root, (x - mean) / sqrt(var + eps).",
+            _ln_variant("eps_outside"),
+        ),
+        Mistake(
+            "wrong_dim",
+            "your answer matches normalising over the first dimension: layer "
+            "norm normalises each vector over the LAST dimension (dim=-1).",
+            _ln_variant("wrong_dim"),
+        ),
     ),
 )
 
@@ -398,12 +526,23 @@ RMS = Exercise(
     reference=lambda: ref.rms_norm,
     tolerance=Tolerance(atol=1e-5, rtol=1e-4),
     mistakes=(
-        Mistake("centered", "your answer matches subtracting the mean first: RMSNorm does not "
-                "center, it only divides by sqrt(mean(x²) + eps).", _rms_variant("centered")),
-        Mistake("eps_outside", "your answer matches x / (rms + eps): eps goes inside the square "
-                "root, x / sqrt(mean(x²) + eps).", _rms_variant("eps_outside")),
-        Mistake("no_sqrt", "your answer matches dividing by the mean square itself: divide by "
-                "its square root.", _rms_variant("no_sqrt")),
+        Mistake(
+            "centered",
+            "your answer matches subtracting the mean first: RMSNorm does not "
+            "center, it only divides by sqrt(mean(x²) + eps).",
+            _rms_variant("centered"),
+        ),
+        Mistake(
+            "eps_outside",
+            "your answer matches x / (rms + eps): eps goes inside the square "
+            "root, x / sqrt(mean(x²) + eps).",
+            _rms_variant("eps_outside"),
+        ),
+        Mistake(
+            "no_sqrt",
+            "your answer matches dividing by the mean square itself: divide by its square root.",
+            _rms_variant("no_sqrt"),
+        ),
     ),
 )
 
@@ -420,16 +559,28 @@ GELU = Exercise(
     reference=lambda: ref.gelu,
     tolerance=Tolerance(atol=1e-5, rtol=1e-5),
     mistakes=(
-        Mistake("exact_erf", "your answer matches the exact GELU, x·Φ(x) with erf "
-                "(F.gelu's default): the course uses the tanh approximation "
-                "0.5x(1 + tanh(sqrt(2/π)(x + 0.044715x³))).", lambda x: F.gelu(x)),
-        Mistake("sigmoid", "your answer matches x·sigmoid(1.702x), another approximation: use "
-                "the tanh form.", lambda x: x * torch.sigmoid(1.702 * x)),
-        Mistake("no_half", "your answer is twice the expected one: the formula starts with 0.5.",
-                lambda x: x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))),
-        Mistake("sqrt_2pi", "your answer matches sqrt(2π) in place of sqrt(2/π) inside the tanh.",
-                lambda x: 0.5 * x * (1 + torch.tanh(math.sqrt(2 * math.pi)
-                                                    * (x + 0.044715 * x**3)))),
+        Mistake(
+            "exact_erf",
+            "your answer matches the exact GELU, x·Φ(x) with erf "
+            "(F.gelu's default): the course uses the tanh approximation "
+            "0.5x(1 + tanh(sqrt(2/π)(x + 0.044715x³))).",
+            lambda x: F.gelu(x),
+        ),
+        Mistake(
+            "sigmoid",
+            "your answer matches x·sigmoid(1.702x), another approximation: use the tanh form.",
+            lambda x: x * torch.sigmoid(1.702 * x),
+        ),
+        Mistake(
+            "no_half",
+            "your answer is twice the expected one: the formula starts with 0.5.",
+            lambda x: x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))),
+        ),
+        Mistake(
+            "sqrt_2pi",
+            "your answer matches sqrt(2π) in place of sqrt(2/π) inside the tanh.",
+            lambda x: 0.5 * x * (1 + torch.tanh(math.sqrt(2 * math.pi) * (x + 0.044715 * x**3))),
+        ),
     ),
 )
 
@@ -458,21 +609,37 @@ FF = Exercise(
     summary="fc2(act(fc1(x)))",
     make_cases=lambda g: [
         module_case("gelu", ref.FeedForward, {"d_model": 8, "d_ff": 32}, g, randn(g, 2, 5, 8)),
-        module_case("relu", ref.FeedForward, {"d_model": 8, "d_ff": 16, "activation": "relu"}, g,
-                    randn(g, 3, 8)),
+        module_case(
+            "relu",
+            ref.FeedForward,
+            {"d_model": 8, "d_ff": 16, "activation": "relu"},
+            g,
+            randn(g, 3, 8),
+        ),
     ],
     reference=lambda: ref.FeedForward,
     driver="module",
     tolerance=Tolerance(atol=1e-5, rtol=1e-4),
     depends_on=("gelu",),
     mistakes=(
-        Mistake("exact_gelu", "your answer matches the exact GELU (nn.GELU() or F.gelu without "
-                "approximate='tanh'): use this chapter's tanh-approximate gelu.",
-                _wrong_ff(F.gelu)),
-        Mistake("activation_ignored", "your answer matches GELU even when activation='relu': "
-                "use the activation the constructor was given.", _wrong_ff(ref.gelu)),
-        Mistake("no_activation", "your answer matches fc2(fc1(x)) with no activation between: "
-                "without it two linear layers collapse into one.", _wrong_ff(lambda h: h)),
+        Mistake(
+            "exact_gelu",
+            "your answer matches the exact GELU (nn.GELU() or F.gelu without "
+            "approximate='tanh'): use this chapter's tanh-approximate gelu.",
+            _wrong_ff(F.gelu),
+        ),
+        Mistake(
+            "activation_ignored",
+            "your answer matches GELU even when activation='relu': "
+            "use the activation the constructor was given.",
+            _wrong_ff(ref.gelu),
+        ),
+        Mistake(
+            "no_activation",
+            "your answer matches fc2(fc1(x)) with no activation between: "
+            "without it two linear layers collapse into one.",
+            _wrong_ff(lambda h: h),
+        ),
     ),
 )
 
@@ -508,31 +675,54 @@ BLOCK = Exercise(
     points=2,
     summary="pre-norm: x + attn(ln1(x)), then x + ff(ln2(x))",
     make_cases=lambda g: [
-        module_case("causal", ref.TransformerBlock,
-                    {"d_model": 16, "n_heads": 4, "d_ff": 32, "causal": True}, g,
-                    randn(g, 2, 6, 16)),
-        module_case("not causal", ref.TransformerBlock,
-                    {"d_model": 16, "n_heads": 2, "d_ff": 24, "causal": False}, g,
-                    randn(g, 2, 5, 16)),
+        module_case(
+            "causal",
+            ref.TransformerBlock,
+            {"d_model": 16, "n_heads": 4, "d_ff": 32, "causal": True},
+            g,
+            randn(g, 2, 6, 16),
+        ),
+        module_case(
+            "not causal",
+            ref.TransformerBlock,
+            {"d_model": 16, "n_heads": 2, "d_ff": 24, "causal": False},
+            g,
+            randn(g, 2, 5, 16),
+        ),
     ],
     reference=lambda: ref.TransformerBlock,
     driver="module",
     tolerance=Tolerance(atol=1e-5, rtol=1e-4),
     depends_on=("MultiHeadAttention", "FeedForward", "causal_mask"),
     mistakes=(
-        Mistake("post_norm", "your answer matches a post-norm block, ln(x + sublayer(x)) (the "
-                "original 2017 layout): this block is pre-norm, x + sublayer(ln(x)).",
-                _wrong_block(post_norm=True)),
-        Mistake("no_residual", "your answer matches the block without residual connections: "
-                "add each sublayer's output to its input, x = x + attn(ln1(x)).",
-                _wrong_block(residual=False)),
-        Mistake("never_causal", "your answer matches attention without the causal mask when "
-                "causal=True: position t must not see positions after t.",
-                _wrong_block(mask_mode="never")),
-        Mistake("always_causal", "your answer matches a causal mask even when causal=False.",
-                _wrong_block(mask_mode="always")),
-        Mistake("shared_norm", "your answer matches using ln1 before the feed-forward too: it "
-                "has its own norm, ln2.", _wrong_block(shared_norm=True)),
+        Mistake(
+            "post_norm",
+            "your answer matches a post-norm block, ln(x + sublayer(x)) (the "
+            "original 2017 layout): this block is pre-norm, x + sublayer(ln(x)).",
+            _wrong_block(post_norm=True),
+        ),
+        Mistake(
+            "no_residual",
+            "your answer matches the block without residual connections: "
+            "add each sublayer's output to its input, x = x + attn(ln1(x)).",
+            _wrong_block(residual=False),
+        ),
+        Mistake(
+            "never_causal",
+            "your answer matches attention without the causal mask when "
+            "causal=True: position t must not see positions after t.",
+            _wrong_block(mask_mode="never"),
+        ),
+        Mistake(
+            "always_causal",
+            "your answer matches a causal mask even when causal=False.",
+            _wrong_block(mask_mode="always"),
+        ),
+        Mistake(
+            "shared_norm",
+            "your answer matches using ln1 before the feed-forward too: it has its own norm, ln2.",
+            _wrong_block(shared_norm=True),
+        ),
     ),
 )
 

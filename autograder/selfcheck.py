@@ -46,7 +46,9 @@ def passes(chapter: str, obj: Any, name: str | None = None, quiet: bool = True) 
     result = evaluate_exercise(ex, run_job(obj, jobs_for(fixture, only=[name])[0]))
     if not quiet:
         if result.status == "not_implemented":
-            print(f"TODO    {name}: not implemented yet (the stub still raises NotImplementedError)")
+            print(
+                f"TODO    {name}: not implemented yet (the stub still raises NotImplementedError)"
+            )
         else:
             print(format_result(result))
     if os.environ.get("LLM_COURSE_STRICT") == "1" and not result.passed:

@@ -28,8 +28,9 @@ def execute(nb: dict, cwd: Path, strict: bool, timeout: int = 300) -> nbformat.N
     os.environ["LLM_COURSE_STRICT"] = "1" if strict else "0"
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures as outputs
     try:
-        NotebookClient(node, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(cwd)}}).execute()
+        NotebookClient(
+            node, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+        ).execute()
     finally:
         for key, value in zip(("LLM_COURSE_STRICT", "MPLBACKEND"), env_before, strict=True):
             if value is None:

@@ -40,16 +40,14 @@ class StateDictMismatch(Exception):
     """The student's module has other parameter names than the exercise asks for."""
 
     def __init__(self, missing: list[str], unexpected: list[str]) -> None:
+        # load_state_dict's view: `missing` are the module's own names the weights lack,
+        # `unexpected` are the exercise's names the module lacks.
         parts = []
-        if missing:
-            parts.append(f"missing parameters {missing}")
         if unexpected:
-            parts.append(f"unexpected parameters {unexpected}")
-        super().__init__(
-            "the module's parameter names do not match the docstring: "
-            + "; ".join(parts)
-            + " (name the submodules exactly as the docstring says)"
-        )
+            parts.append(f"the exercise expects parameters {unexpected} that your module lacks")
+        if missing:
+            parts.append(f"your module has parameters {missing} that the exercise does not know")
+        super().__init__("; ".join(parts) + " (name the submodules exactly as the docstring says)")
 
 
 DRIVERS: dict[str, Callable[[Callable[..., Any], Case], Any]] = {

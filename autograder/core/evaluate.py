@@ -111,7 +111,9 @@ def evaluate_exercise(ex: MaterializedExercise, result: JobResult) -> ExerciseRe
     return ExerciseResult(ex["name"], 0, points, STATUS_FAILED, message, hint)
 
 
-def evaluate(exercises: list[MaterializedExercise], results: list[JobResult]) -> list[ExerciseResult]:
+def evaluate(
+    exercises: list[MaterializedExercise], results: list[JobResult]
+) -> list[ExerciseResult]:
     """Every exercise's result; notes when an exercise calls another that fails."""
     by_name = {r["exercise"]: r for r in results}
     out = [evaluate_exercise(ex, by_name[ex["name"]]) for ex in exercises]

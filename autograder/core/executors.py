@@ -49,7 +49,9 @@ def subprocess_executor(timeout: float = 300.0) -> Executor:
                 return _failed(jobs, f"the submission ran longer than {timeout:g} s")
             if proc.returncode != 0 or not results_out.exists():
                 tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
-                return _failed(jobs, f"the submission's process died (exit {proc.returncode}) {tail[0]}")
+                return _failed(
+                    jobs, f"the submission's process died (exit {proc.returncode}) {tail[0]}"
+                )
             return torch.load(results_out, weights_only=True)
 
     return run

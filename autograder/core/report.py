@@ -20,7 +20,10 @@ def format_result(result: ExerciseResult, width: int = 100) -> str:
     )
     if result.hint:
         body += "\n" + textwrap.fill(
-            "Hint: " + result.hint, width, initial_indent="        ", subsequent_indent="              "
+            "Hint: " + result.hint,
+            width,
+            initial_indent="        ",
+            subsequent_indent="              ",
         )
     return head + "\n" + body
 
