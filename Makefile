@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 SETUP_STAMP := .venv/.llm-course-installed
 
-.PHONY: setup book test lint format fixtures stubs bench clean
+.PHONY: setup book test lint format fixtures stubs clean
 
 setup: $(SETUP_STAMP)
 
@@ -32,9 +32,6 @@ fixtures: setup
 
 stubs: setup
 	$(PY) -m autograder.core.stubs sync course/*.ipynb
-
-bench: setup
-	$(PY) -m bench
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache
