@@ -1,6 +1,6 @@
 """Print the mutant table of a chapter as Markdown: mutant, exercise, caught, message shown.
 
-    .venv/bin/python scripts/mutant_table.py attention
+.venv/bin/python scripts/mutant_table.py attention
 """
 
 from __future__ import annotations

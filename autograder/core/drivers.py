@@ -8,6 +8,7 @@ dicts) and returns plain data.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -50,18 +51,47 @@ class StateDictMismatch(Exception):
         super().__init__("; ".join(parts) + " (name the submodules exactly as the docstring says)")
 
 
+def _methods(obj: Callable[..., Any], case: Case) -> Any:
+    """Driver ``methods``: build an object, then call its methods in order.
+
+    ``case["calls"]`` is a list of ``{"method", "args", "kwargs", "record"}``; the
+    answer is the tuple of the results of the calls with ``record`` true.
+    """
+    instance = obj(*case.get("init_args", []), **case.get("init", {}))
+    recorded = []
+    for call in case["calls"]:
+        method = getattr(instance, call["method"], None)
+        if method is None:
+            raise AttributeError(f"{type(instance).__name__} has no method {call['method']!r}")
+        result = method(*call.get("args", []), **call.get("kwargs", {}))
+        if call.get("record", True):
+            recorded.append(result)
+    return tuple(recorded)
+
+
 DRIVERS: dict[str, Callable[[Callable[..., Any], Case], Any]] = {
     "call": _call,
     "module": _module,
+    "methods": _methods,
 }
+
+# Chapter-specific drivers and checkers live in autograder/public/SLUG.py and are
+# named "autograder.public.SLUG:function". They ship to students, so they must
+# never import solutions/ or a grading spec.
+PUBLIC_PREFIX = "autograder.public."
+
+
+def resolve_public(name: str) -> Callable[..., Any]:
+    """The function named ``autograder.public.SLUG:function``."""
+    module_name, _, attr = name.partition(":")
+    if not module_name.startswith(PUBLIC_PREFIX) or not attr:
+        raise ValueError(f"{name!r} is not of the form {PUBLIC_PREFIX}SLUG:function")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 def run_case(obj: Callable[..., Any], driver: str, case: Case) -> Any:
     """Call ``obj`` on ``case`` with the named driver and return its plain answer."""
-    try:
-        fn = DRIVERS[driver]
-    except KeyError:
-        raise ValueError(f"unknown driver {driver!r}; known: {sorted(DRIVERS)}") from None
+    fn = DRIVERS[driver] if driver in DRIVERS else resolve_public(driver)
     return to_plain(fn(obj, clone_case(case)))
 
 

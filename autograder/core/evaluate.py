@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from autograder.core.compare import compare_outputs
+from autograder.core.drivers import resolve_public
 from autograder.core.materialize import MaterializedCase, MaterializedExercise
 from autograder.core.runner import JobResult
 from autograder.core.spec import Tolerance
@@ -92,13 +93,17 @@ def evaluate_exercise(ex: MaterializedExercise, result: JobResult) -> ExerciseRe
         return ExerciseResult(ex["name"], 0, points, STATUS_FAILED, result["message"])
     tol = Tolerance(ex["atol"], ex["rtol"])
     names = tuple(ex["output_names"])
+    checker = resolve_public(ex["checker"]) if ex.get("checker") else None
     problems: list[tuple[int, str]] = []
     for i, case in enumerate(ex["cases"]):
         error = result["errors"][i] if i < len(result["errors"]) else "no answer"
         if error:
             problems.append((i, f"raised {error}"))
             continue
-        problem = compare_outputs(case["expected"], result["outputs"][i], tol, names)
+        if checker is not None:
+            problem = checker(case, result["outputs"][i], tol)
+        else:
+            problem = compare_outputs(case["expected"], result["outputs"][i], tol, names)
         if problem:
             problems.append((i, problem))
     if not problems:

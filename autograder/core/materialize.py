@@ -40,6 +40,7 @@ class MaterializedExercise(TypedDict):
     rtol: float
     depends_on: list[str]
     summary: str
+    checker: str | None
     hints: dict[str, str]
     cases: list[MaterializedCase]
 
@@ -79,6 +80,7 @@ def materialize_exercise(exercise: Exercise, seed: int) -> MaterializedExercise:
         rtol=exercise.tolerance.rtol,
         depends_on=list(exercise.depends_on),
         summary=exercise.summary,
+        checker=exercise.checker,
         hints={m.name: m.hint for m in exercise.mistakes},
         cases=out_cases,
     )

@@ -3,7 +3,8 @@
 A chapter's spec (``autograder/SLUG.py``) lists its exercises. Each exercise says
 which object the student writes, how to call it (a *driver*, see
 :mod:`autograder.core.drivers`), how to make seeded inputs, how close an answer
-must be, and which usual mistakes to recognise.
+must be (or a *checker* for answers that need not equal the reference's), and
+which usual mistakes to recognise.
 
 A spec is *materialised* into plain data (inputs, expected outputs, the outputs
 of each known mistake) by :mod:`autograder.core.materialize`. That plain data
@@ -60,6 +61,11 @@ class Exercise:
     tolerance: Tolerance = field(default_factory=Tolerance)
     mistakes: tuple[Mistake, ...] = ()
     depends_on: tuple[str, ...] = ()  # exercises this one calls (named in failure messages)
+    # For answers that need not equal the reference's (random draws, any valid order):
+    # "autograder.public.SLUG:function" taking (case, actual, tolerance) and returning
+    # None when the answer is right, else what is wrong. case["expected"] is the
+    # reference's answer on that case.
+    checker: str | None = None
     summary: str = ""  # one line: what the exercise is about
 
 
