@@ -21,8 +21,24 @@ stamp=.venv/.llm-course-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: installing torch==2.13.0 (CPU) and the project into .venv"
     .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q "torch==2.13.0"
+    # A torch already in .venv (a CUDA build on a GPU machine) is kept.
+    .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "torch==2.13.0"
     .venv/bin/pip install -q -e ".[dev]"
     touch "$stamp"
+fi
+# MathJax for the website, installed from the npm registry (not kept in the repository) and
+# served by the site itself, so equations render without the internet.
+mj=.venv/site-static/mathjax
+if [ ! -f "$mj/tex-mml-chtml.js" ]; then
+    if command -v npm >/dev/null 2>&1; then
+        echo "setup: installing MathJax 3.2.2 from npm"
+        npm install --silent --no-audit --no-fund --prefix .venv/npm mathjax@3.2.2 >/dev/null
+        mkdir -p "$mj/output/chtml/fonts"
+        cp .venv/npm/node_modules/mathjax/es5/tex-mml-chtml.js "$mj/"
+        cp -r .venv/npm/node_modules/mathjax/es5/output/chtml/fonts/woff-v2 "$mj/output/chtml/fonts/"
+    else
+        echo "setup: warning: npm not found; the website's equations need MathJax in $mj"
+        mkdir -p "$mj"
+    fi
 fi
 echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
