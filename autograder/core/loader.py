@@ -17,6 +17,7 @@ import re
 import sys
 import traceback
 import types
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,9 +131,28 @@ def _short_error(exc: BaseException, filename_prefix: str = "<") -> str:
     return f"{type(exc).__name__}: {message}{where}" if message else type(exc).__name__ + where
 
 
-def load_submission(path: str | Path, module_name: str = "submission") -> Submission:
+def _record(sub: Submission, chunk: Chunk, node: ast.stmt, why: str) -> None:
+    """Charge a failed statement to the names it defines (or to the notes)."""
+    problem = f"{chunk.origin}: `{ast.unparse(node).splitlines()[0]}` failed: {why}"
+    names = _defined_names(node)
+    for name in names:
+        sub.broken[name] = problem
+    if not names:
+        sub.notes.append(problem)
+
+
+def load_submission(
+    path: str | Path,
+    module_name: str = "submission",
+    skip: Collection[str] = (),
+    on_statement: Callable[[str], None] | None = None,
+) -> Submission:
     """Run the definitions of ``path`` in a fresh module and return what they define.
 
+    Each statement has a key ``"cell 3#1"`` (its chunk and index). ``on_statement``
+    is told the key before the statement runs, and statements whose key is in
+    ``skip`` are not run but reported: the isolated grader uses both to load the
+    rest of a submission whose definitions kill or hang the process.
     Raises :class:`SubmissionError` only when the file is not a submission at all.
     """
     path = Path(path)
@@ -155,23 +175,22 @@ def load_submission(path: str | Path, module_name: str = "submission") -> Submis
             if not names:
                 sub.notes.append(problem)
             continue
-        for node in tree.body:
+        for index, node in enumerate(tree.body):
             if not (isinstance(node, _KEPT) or _is_constant(node)):
                 continue
+            key = f"{chunk.origin}#{index}"
+            if key in skip:
+                _record(sub, chunk, node, "it killed or hung the grading process")
+                continue
+            if on_statement is not None:
+                on_statement(key)
             code = compile(ast.Module(body=[node], type_ignores=[]), filename, "exec")
             try:
                 exec(code, sub.namespace)  # noqa: S102 - this is the point of a loader
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # noqa: BLE001 - SystemExit included
-                names = _defined_names(node)
-                problem = f"{chunk.origin}: `{ast.unparse(node).splitlines()[0]}` failed: "
-                problem += _short_error(exc)
-                if names:
-                    for name in names:
-                        sub.broken[name] = problem
-                else:
-                    sub.notes.append(problem)
+                _record(sub, chunk, node, _short_error(exc))
             else:
                 for name in _defined_names(node):
                     sub.broken.pop(name, None)

@@ -8,6 +8,7 @@ process (see :mod:`autograder.core.child`) and compare in the parent.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -55,17 +56,38 @@ def run_job(obj: Any, job: Job) -> JobResult:
     return result
 
 
-def run_jobs(path: str | Path, jobs: list[Job]) -> list[JobResult]:
-    """Load the submission at ``path`` and run every job; never raises for student faults."""
+def run_jobs(
+    path: str | Path,
+    jobs: list[Job],
+    skip: Collection[str] = (),
+    on_statement: Callable[[str], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_result: Callable[[int, JobResult], None] | None = None,
+) -> list[JobResult]:
+    """Load the submission at ``path`` and run every job; never raises for student faults.
+
+    The callbacks let a supervising process follow the progress: ``on_statement``
+    before each loaded statement (see :func:`load_submission`), ``on_start(i)``
+    before job i, ``on_result(i, result)`` after it.
+    """
     try:
-        submission = load_submission(path)
+        submission = load_submission(path, skip=skip, on_statement=on_statement)
     except SubmissionError as exc:
-        return [_result(job["exercise"], "unreadable", str(exc)) for job in jobs]
+        results = [_result(job["exercise"], "unreadable", str(exc)) for job in jobs]
+        for i, result in enumerate(results):
+            if on_result is not None:
+                on_result(i, result)
+        return results
     results = []
-    for job in jobs:
+    for i, job in enumerate(jobs):
+        if on_start is not None:
+            on_start(i)
         obj, reason = submission.lookup(job["exercise"])
         if obj is None:
-            results.append(_result(job["exercise"], "missing", reason or "not defined"))
+            result = _result(job["exercise"], "missing", reason or "not defined")
         else:
-            results.append(run_job(obj, job))
+            result = run_job(obj, job)
+        results.append(result)
+        if on_result is not None:
+            on_result(i, result)
     return results
