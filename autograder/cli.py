@@ -1,8 +1,8 @@
 """``llm-course``: the course's command line (also ``python -m autograder``).
 
 - ``llm-course check CHAPTER [--notebook PATH]``: the student's self-check.
-- ``llm-course grade PATH... [--chapter C] [--out DIR]``: grade submissions against
-  the reference on fresh inputs (instructors; needs solutions/).
+- ``llm-course grade PATH... [--chapter C] --out DIR [--jobs N]``: grade a class
+  against the reference on fresh inputs, isolated (instructors; needs solutions/).
 
 Exit status: 0 when everything passed (check) or every submission was graded
 (grade), 1 when an exercise fails, 2 for a usage error.
@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from autograder.core.chapters import UnknownChapter, chapter_from_filename, resolve_chapter
+from autograder.core.chapters import UnknownChapter, resolve_chapter
 from autograder.core.fixtures import FixtureMissing
 from autograder.core.report import format_report
 
@@ -38,19 +38,35 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from autograder.core.grading import grade_submission
+    from tqdm import tqdm
 
-    status = 0
-    for raw in args.paths:
-        path = Path(raw)
-        info = resolve_chapter(args.chapter) if args.chapter else chapter_from_filename(path)
-        if info is None:
-            print(f"llm-course grade: cannot tell the chapter of {path}; pass --chapter")
-            status = USAGE_ERROR
-            continue
-        results = grade_submission(path, info)
-        print(format_report(f"Grade of {path} (chapter {info.key})", results))
-    return status
+    from autograder.core.batch import ClassGrader, discover
+    from autograder.core.sandbox import IsolatedExecutor, Limits
+
+    subs, problems = discover(args.paths, args.chapter)
+    for problem in problems:
+        print(f"llm-course grade: {problem}", file=sys.stderr)
+    limits = Limits(exercise_seconds=args.exercise_timeout)
+    executor = IsolatedExecutor(limits, isolation=args.isolation)
+    if executor.warning:
+        print(f"llm-course grade: warning: {executor.warning}", file=sys.stderr)
+    grader = ClassGrader(Path(args.out), executor, note=executor.warning, junit=args.junit)
+    done = sum(grader.is_done(s) for s in subs)
+    print(
+        f"grading {len(subs) - done} submissions ({done} already graded) into {args.out} "
+        f"with {args.jobs} worker(s), isolation: {executor.mode}",
+        file=sys.stderr,
+    )
+    errors = grader.grade_all(
+        subs,
+        jobs=args.jobs,
+        progress=lambda n: tqdm(total=n, unit="submission", desc="grading", file=sys.stderr),
+    )
+    for error in errors:
+        print(f"llm-course grade: {error}", file=sys.stderr)
+    print(f"wrote {Path(args.out) / 'grades.csv'}")
+    ungraded = [p for p in problems if "graded the last one" not in p]
+    return 1 if errors or ungraded else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,8 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--notebook", help="notebook or .py file (default: course/NN_SLUG.ipynb)")
     check.set_defaults(func=_cmd_check)
     grade = sub.add_parser("grade", help="grade submissions against the reference")
-    grade.add_argument("paths", nargs="+", help="submitted notebooks")
-    grade.add_argument("--chapter", help="chapter (default: from the notebook's file name)")
+    grade.add_argument(
+        "paths", nargs="+", help="submitted notebooks, or folders holding STUDENT_ID/*.ipynb"
+    )
+    grade.add_argument("--chapter", help="chapter (default: from the notebook's name or metadata)")
+    grade.add_argument("--out", required=True, help="output folder (grades.csv, results.json)")
+    grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once")
+    grade.add_argument("--junit", action="store_true", help="also write DIR/junit.xml")
+    grade.add_argument(
+        "--isolation",
+        choices=["auto", "bwrap", "process"],
+        default="auto",
+        help="auto: bubblewrap when it works here, else a plain subprocess",
+    )
+    grade.add_argument(
+        "--exercise-timeout",
+        type=float,
+        default=60.0,
+        help="wall-time limit of one exercise, in seconds",
+    )
     grade.set_defaults(func=_cmd_grade)
     return parser
 
