@@ -1,0 +1,75 @@
+"""A class of honest, broken and hostile submissions graded together in one isolated run:
+each gets exactly the score it deserves, and nothing of anyone else's is read or changed."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from autograder.cli import main
+from autograder.core.sandbox import bwrap_works
+from tests.hostile.corpus import build
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap cannot run here")
+
+
+class Listener(threading.Thread):
+    """A TCP server on localhost that counts the connections it accepts."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.sock.settimeout(0.2)
+        self.port, self.accepted, self.stop = self.sock.getsockname()[1], 0, False
+
+    def run(self) -> None:
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+                self.accepted += 1
+                conn.close()
+            except OSError:
+                pass
+
+
+def test_hostile_class_gets_deserved_scores_and_honest_work_is_untouched(tmp_path: Path) -> None:
+    klass, out = tmp_path / "class", tmp_path / "grades"
+    server = Listener()
+    server.start()
+    sleep_marker = "31337.5"
+    context = {
+        "solutions": str(ROOT / "solutions" / "attention.py"),
+        "targets": [str(out / "honest_full" / "results.json"), str(out / "grades.csv"),
+                    str(klass / "honest_full" / "01_attention.ipynb")],
+        "sleep": sleep_marker,
+        "port": str(server.port),
+    }  # fmt: skip
+    cases = build(klass, ROOT / "course" / "01_attention.ipynb", context)
+    honest_nb = klass / "honest_full" / "01_attention.ipynb"
+    honest_hash = hashlib.sha256(honest_nb.read_bytes()).hexdigest()
+
+    status = main(["grade", str(klass), "--out", str(out), "--jobs", "2",
+                   "--exercise-timeout", "10", "--junit"])  # fmt: skip
+    server.stop = True
+
+    assert status == 0
+    with open(out / "grades.csv", newline="") as f:
+        given = {row["student_id"]: float(row["score"]) for row in csv.DictReader(f)}
+    table = [f"{s:22} given {given.get(s)!s:5} deserved {c.deserved}" for s, c in cases.items()]
+    print("\n".join(table))
+    assert given == {s: c.deserved for s, c in cases.items()}, "\n".join(table)
+    assert server.accepted == 0, "a submission reached the network"
+    assert hashlib.sha256(honest_nb.read_bytes()).hexdigest() == honest_hash
+    assert '"score": 16' in (out / "honest_full" / "results.json").read_text()
+    leftover = subprocess.run(["pgrep", "-f", f"sleep {sleep_marker}"], capture_output=True)
+    assert leftover.returncode != 0, "a process spawned by a submission outlived its grading"
+    assert (out / "junit.xml").read_text().count("<testsuite ") == len(cases)
