@@ -49,7 +49,7 @@ class Limits:
     load_seconds: float = 90.0  # wall time of starting Python and loading the submission
     submission_seconds: float = 900.0  # wall time of all the exercises together
     cpu_seconds: int = 900  # CPU time of one child process
-    memory_bytes: int = 6 << 30  # address space of the child (torch alone maps ~1 GB)
+    memory_bytes: int = 4 << 30  # address space of the child (torch alone maps ~1 GB)
     file_bytes: int = 256 << 20  # largest file the child may write
 
 
@@ -378,6 +378,8 @@ class IsolatedExecutor:
         }
 
     def _describe_exit(self, code: int, last_line: str) -> str:
+        if self.mode == "bwrap" and 128 < code < 128 + 65:
+            code = 128 - code  # bwrap reports a signal N of its child as 128 + N
         if code < 0:
             sig = signal.Signals(-code).name
             what = {
