@@ -3,6 +3,7 @@
 - ``llm-course check CHAPTER [--notebook PATH]``: the student's self-check.
 - ``llm-course grade PATH... [--chapter C] --out DIR [--jobs N]``: grade a class
   against the reference on fresh inputs, isolated (instructors; needs solutions/).
+- ``llm-course release --out DIR``: the nbgrader course folder and the student bundle.
 
 Exit status: 0 when everything passed (check) or every submission was graded
 (grade), 1 when an exercise fails, 2 for a usage error.
@@ -69,6 +70,17 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     return 1 if errors or ungraded else 0
 
 
+def _cmd_release(args: argparse.Namespace) -> int:
+    from autograder.release import release
+
+    sources, bundle = release(Path(args.out))
+    for path in sources:
+        print(f"nbgrader source: {path}")
+    print(f"student bundle: {bundle} (install with `pip install {bundle}`)")
+    print(f"next: cd {Path(args.out) / 'nbgrader'} && nbgrader generate_assignment NN_SLUG")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-course", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="wall-time limit of one exercise, in seconds",
     )
     grade.set_defaults(func=_cmd_grade)
+    release = sub.add_parser("release", help="write the nbgrader course and the student bundle")
+    release.add_argument("--out", required=True, help="output folder")
+    release.set_defaults(func=_cmd_release)
     return parser
 
 
@@ -110,6 +125,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (UnknownChapter, FixtureMissing) as exc:
         print(f"llm-course {args.command}: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except ModuleNotFoundError as exc:
+        if args.command == "check" or exc.name not in ("solutions", "autograder.attention"):
+            raise
+        print(
+            f"llm-course {args.command}: needs the course's solutions/ and grading specs "
+            f"(instructors' copy): {exc}",
+            file=sys.stderr,
+        )
         return USAGE_ERROR
 
 

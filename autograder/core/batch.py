@@ -73,12 +73,13 @@ def discover(
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
+            # STUDENT_ID/*.ipynb, or nbgrader's STUDENT_ID/ASSIGNMENT/*.ipynb
             candidates = sorted(
                 p
                 for d in sorted(path.iterdir())
                 if d.is_dir()
-                for p in d.iterdir()
-                if p.suffix in (".ipynb", ".py")
+                for p in [*d.iterdir(), *d.glob("*/*.ipynb")]
+                if p.suffix in (".ipynb", ".py") and p.is_file()
             )
             if not candidates:
                 problems.append(f"{path}: no STUDENT_ID/*.ipynb inside")
@@ -94,7 +95,10 @@ def discover(
                     f"{nb}: cannot tell its chapter (name it NN_SLUG.ipynb or pass --chapter)"
                 )
                 continue
-            student = nb.parent.name if nb.parent.name else nb.stem
+            folder = nb.parent
+            if chapter_from_filename(folder.name) is not None:  # nbgrader: STUDENT/ASSIGNMENT/
+                folder = folder.parent
+            student = folder.name or nb.stem
             found.append(Submission(student, info, nb))
     keys = [(s.student_id, s.chapter.key) for s in found]
     for key in sorted({k for k in keys if keys.count(k) > 1}):

@@ -22,6 +22,7 @@ from pathlib import Path
 from autograder.core.chapters import chapter_from_filename
 
 TODO = "raise NotImplementedError  # TODO: your code here"
+NBGRADER_CODE_STUB = TODO  # what nbgrader puts in place of a solution region
 
 
 def _lines(source: str, first: int, last: int) -> list[str]:
@@ -37,19 +38,33 @@ def _docstring_node(node: ast.AST) -> ast.Expr | None:
     return None
 
 
-def _function_stub(source: str, node: ast.FunctionDef) -> list[str]:
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+
+
+def _is_super_init(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and ast.unparse(stmt) == "super().__init__()"
+
+
+def _function_stub(source: str, node: ast.FunctionDef, solution: bool = False) -> list[str]:
+    """Signature and docstring verbatim, then the stub (or the nbgrader solution region)."""
     start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
     doc = _docstring_node(node)
     first_body = node.body[0]
     head = _lines(source, start, first_body.lineno - 1)
     indent = " " * first_body.col_offset
     out = head + (_lines(source, doc.lineno, doc.end_lineno) if doc else [])
+    body = node.body[1:] if doc else node.body
     if node.name == "__init__":
         out.append(f"{indent}super().__init__()")
-    return out + [indent + TODO]
+        if body and _is_super_init(body[0]):
+            body = body[1:]
+    if not solution:
+        return out + [indent + TODO]
+    code = _lines(source, body[0].lineno, node.end_lineno) if body else [indent + "pass"]
+    return out + [indent + BEGIN, *code, indent + END]
 
 
-def _class_stub(source: str, node: ast.ClassDef) -> list[str]:
+def _class_stub(source: str, node: ast.ClassDef, solution: bool = False) -> list[str]:
     doc = _docstring_node(node)
     first_body = node.body[0]
     out = _lines(source, node.lineno, first_body.lineno - 1)
@@ -57,18 +72,23 @@ def _class_stub(source: str, node: ast.ClassDef) -> list[str]:
         out += _lines(source, doc.lineno, doc.end_lineno)
     for item in node.body:
         if isinstance(item, ast.FunctionDef):
-            out += [""] + _function_stub(source, item)
+            out += [""] + _function_stub(source, item, solution)
     return out
 
 
-def stub_source(module_source: str, name: str) -> str:
-    """The stub of the top-level function or class ``name`` in ``module_source``."""
+def stub_source(module_source: str, name: str, solution: bool = False) -> str:
+    """The stub of the top-level function or class ``name`` in ``module_source``.
+
+    With ``solution``, the reference's bodies stay, each between nbgrader's
+    ``### BEGIN SOLUTION`` and ``### END SOLUTION``: ``nbgrader generate_assignment``
+    turns that back into exactly the stub (see ``NBGRADER_CODE_STUB``).
+    """
     tree = ast.parse(module_source)
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == name:
-            return "\n".join(_function_stub(module_source, node))
+            return "\n".join(_function_stub(module_source, node, solution))
         if isinstance(node, ast.ClassDef) and node.name == name:
-            return "\n".join(_class_stub(module_source, node))
+            return "\n".join(_class_stub(module_source, node, solution))
     raise KeyError(f"the reference defines no top-level function or class {name!r}")
 
 

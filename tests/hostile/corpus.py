@@ -79,103 +79,221 @@ class Case:
 
 CASES: list[Case] = [
     Case("honest_full", "the reference, honestly", 16, lambda c: reference_cells()),
-    Case("honest_partial", "layer_norm with the unbiased variance, rms_norm eps outside", 14,
-         lambda c: reference_cells(replace={
-             "layer_norm": "def layer_norm(x, weight, bias, eps=1e-5):\n"
-                           "    mean = x.mean(-1, keepdim=True)\n"
-                           "    var = x.var(-1, keepdim=True, unbiased=True)\n"
-                           "    return (x - mean) / torch.sqrt(var + eps) * weight + bias\n",
-             "rms_norm": "def rms_norm(x, weight, eps=1e-6):\n"
-                         "    return x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps) * weight\n",
-         })),
+    Case(
+        "honest_partial",
+        "layer_norm with the unbiased variance, rms_norm eps outside",
+        14,
+        lambda c: reference_cells(
+            replace={
+                "layer_norm": "def layer_norm(x, weight, bias, eps=1e-5):\n"
+                "    mean = x.mean(-1, keepdim=True)\n"
+                "    var = x.var(-1, keepdim=True, unbiased=True)\n"
+                "    return (x - mean) / torch.sqrt(var + eps) * weight + bias\n",
+                "rms_norm": "def rms_norm(x, weight, eps=1e-6):\n"
+                "    return x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps) * weight\n",
+            }
+        ),
+    ),
     Case("stub_only", "the notebook as shipped", 0, lambda c: "SHIPPED"),
     Case("not_json", "a file that is not JSON", 0, lambda c: '{"cells": [ truncated'),
-    Case("syntax_error", "a syntax error in the rms_norm cell", 15,
-         lambda c: reference_cells(replace={"rms_norm": "def rms_norm(x, weight, eps=1e-6):\n"
-                                            "    return x / (\n"})),
-    Case("missing_function", "sinusoidal_positional_encoding deleted", 15,
-         lambda c: reference_cells(drop=("sinusoidal_positional_encoding",))),
-    Case("wrong_return_type", "layer_norm returns a Python list", 15,
-         lambda c: reference_cells(replace={
-             "layer_norm": "def layer_norm(x, weight, bias, eps=1e-5):\n"
-                           "    return F.layer_norm(x, x.shape[-1:], weight, bias, eps).tolist()\n"
-         })),
-    Case("infinite_loop", "apply_rope never returns", 14,
-         lambda c: reference_cells(replace={"apply_rope": _wrap("apply_rope", "while True:\n"
-                                                                "    pass")})),
-    Case("memory_bomb", "rms_norm allocates until memory runs out", 15,
-         lambda c: reference_cells(replace={"rms_norm": _wrap(
-             "rms_norm", "hog = []\nwhile True:\n    hog.append(bytearray(1 << 28))")})),
-    Case("sys_exit_at_import", "sys.exit() in a class body (runs when loaded)", 16,
-         lambda c: [*reference_cells(), "import sys\n\nclass Quit:\n    sys.exit(3)"]),
-    Case("os_exit_at_import", "os._exit() in a class body kills the loading process", 16,
-         lambda c: [*reference_cells(), "import os\n\nclass Die:\n    os._exit(0)"]),
-    Case("print_flood", "gelu prints 100 MB, then answers right", 16,
-         lambda c: reference_cells(replace={"gelu": _wrap(
-             "gelu", "import sys\nsys.stdout.write('x' * 50_000_000)\n"
-             "sys.stderr.write('y' * 50_000_000)")})),
-    Case("monkeypatch_torch", "patches torch's comparisons at import; layer_norm is wrong", 15,
-         lambda c: [*reference_cells(replace={
-             "layer_norm": "def layer_norm(x, weight, bias, eps=1e-5):\n    return x * 0\n"}),
-             "import torch\n\nclass Patch:\n"
-             "    torch.allclose = lambda *a, **k: True\n"
-             "    torch.equal = lambda *a, **k: True\n"
-             "    torch.testing.assert_close = lambda *a, **k: None\n"
-             "    torch.Tensor.__eq__ = lambda self, other: torch.ones_like(self, dtype=torch.bool)\n"
-             "    torch.Tensor.__ne__ = lambda self, other: torch.zeros_like(self, dtype=torch.bool)\n"
-             "    torch.isclose = lambda a, b, **k: torch.ones_like(a, dtype=torch.bool)\n"]),
-    Case("reads_solutions", "layer_norm copies the reference if it can reach it", 15,
-         lambda c: reference_cells(replace={"layer_norm": (
-             "def layer_norm(x, weight, bias, eps=1e-5):\n"
-             "    try:\n"
-             "        import solutions.attention as s\n"
-             "        return s.layer_norm(x, weight, bias, eps)\n"
-             "    except ImportError:\n"
-             "        pass\n"
-             "    for path in (" + repr(c["solutions"]) + ", 'solutions/attention.py'):\n"
-             "        try:\n"
-             "            ns = {}\n"
-             "            exec(open(path).read(), ns)\n"
-             "            return ns['layer_norm'](x, weight, bias, eps)\n"
-             "        except OSError:\n"
-             "            pass\n"
-             "    return x * 0\n")}),
-         ("solutions",)),
-    Case("writes_output", "rms_norm tries to overwrite grades and another student's files", 16,
-         lambda c: reference_cells(replace={"rms_norm": _wrap("rms_norm", (
-             "for target in " + repr(c["targets"]) + ":\n"
-             "    try:\n"
-             "        with open(target, 'w') as f:\n"
-             "            f.write('{\"score\": 999}')\n"
-             "    except OSError:\n"
-             "        pass"))}),
-         ("targets",)),
-    Case("spawns_processes", "gelu starts a long-lived process and forks", 16,
-         lambda c: reference_cells(replace={"gelu": _wrap("gelu", (
-             "import os, subprocess\n"
-             "try:\n"
-             "    subprocess.Popen(['sleep', '" + c["sleep"] + "'], start_new_session=True)\n"
-             "except OSError:\n"
-             "    pass\n"
-             "if os.fork() == 0:\n"
-             "    os.execvp('sleep', ['sleep', '" + c["sleep"] + "'])"))}),
-         ("sleep",)),
-    Case("opens_network", "gelu answers wrong if it can reach a server on localhost", 16,
-         lambda c: reference_cells(replace={"gelu": (
-             "def gelu(x):\n"
-             "    import socket\n"
-             "    try:\n"
-             "        socket.create_connection(('127.0.0.1', " + c["port"] + "), timeout=2).close()\n"
-             "        return x * 0\n"
-             "    except OSError:\n"
-             "        return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi)"
-             " * (x + 0.044715 * x ** 3)))\n")}),
-         ("port",)),
-    Case("segfault", "causal_mask crashes the interpreter (TransformerBlock needs it)", 13,
-         lambda c: reference_cells(replace={"causal_mask": _wrap(
-             "causal_mask", "import ctypes\nctypes.string_at(0)")})),
-    Case("os_exit_in_exercise", "gelu calls os._exit (FeedForward and the block need it)", 12,
-         lambda c: reference_cells(replace={"gelu": _wrap("gelu", "import os\nos._exit(0)")})),
+    Case(
+        "syntax_error",
+        "a syntax error in the rms_norm cell",
+        15,
+        lambda c: reference_cells(
+            replace={"rms_norm": "def rms_norm(x, weight, eps=1e-6):\n    return x / (\n"}
+        ),
+    ),
+    Case(
+        "missing_function",
+        "sinusoidal_positional_encoding deleted",
+        15,
+        lambda c: reference_cells(drop=("sinusoidal_positional_encoding",)),
+    ),
+    Case(
+        "wrong_return_type",
+        "layer_norm returns a Python list",
+        15,
+        lambda c: reference_cells(
+            replace={
+                "layer_norm": "def layer_norm(x, weight, bias, eps=1e-5):\n"
+                "    return F.layer_norm(x, x.shape[-1:], weight, bias, eps).tolist()\n"
+            }
+        ),
+    ),
+    Case(
+        "infinite_loop",
+        "apply_rope never returns",
+        14,
+        lambda c: reference_cells(
+            replace={"apply_rope": _wrap("apply_rope", "while True:\n    pass")}
+        ),
+    ),
+    Case(
+        "memory_bomb",
+        "rms_norm allocates until memory runs out",
+        15,
+        lambda c: reference_cells(
+            replace={
+                "rms_norm": _wrap(
+                    "rms_norm", "hog = []\nwhile True:\n    hog.append(bytearray(1 << 28))"
+                )
+            }
+        ),
+    ),
+    Case(
+        "sys_exit_at_import",
+        "sys.exit() in a class body (runs when loaded)",
+        16,
+        lambda c: [*reference_cells(), "import sys\n\nclass Quit:\n    sys.exit(3)"],
+    ),
+    Case(
+        "os_exit_at_import",
+        "os._exit() in a class body kills the loading process",
+        16,
+        lambda c: [*reference_cells(), "import os\n\nclass Die:\n    os._exit(0)"],
+    ),
+    Case(
+        "print_flood",
+        "gelu prints 100 MB, then answers right",
+        16,
+        lambda c: reference_cells(
+            replace={
+                "gelu": _wrap(
+                    "gelu",
+                    "import sys\nsys.stdout.write('x' * 50_000_000)\n"
+                    "sys.stderr.write('y' * 50_000_000)",
+                )
+            }
+        ),
+    ),
+    Case(
+        "monkeypatch_torch",
+        "patches torch's comparisons at import; layer_norm is wrong",
+        15,
+        lambda c: [
+            *reference_cells(
+                replace={
+                    "layer_norm": "def layer_norm(x, weight, bias, eps=1e-5):\n    return x * 0\n"
+                }
+            ),
+            "import torch\n\nclass Patch:\n"
+            "    torch.allclose = lambda *a, **k: True\n"
+            "    torch.equal = lambda *a, **k: True\n"
+            "    torch.testing.assert_close = lambda *a, **k: None\n"
+            "    yes = lambda a, *_, **k: torch.ones_like(a, dtype=torch.bool)\n"
+            "    torch.Tensor.__eq__ = yes\n"
+            "    torch.Tensor.__ne__ = lambda a, b: ~yes(a)\n"
+            "    torch.isclose = yes\n",
+        ],
+    ),
+    Case(
+        "reads_solutions",
+        "layer_norm copies the reference if it can reach it",
+        15,
+        lambda c: reference_cells(
+            replace={
+                "layer_norm": (
+                    "def layer_norm(x, weight, bias, eps=1e-5):\n"
+                    "    try:\n"
+                    "        import solutions.attention as s\n"
+                    "        return s.layer_norm(x, weight, bias, eps)\n"
+                    "    except ImportError:\n"
+                    "        pass\n"
+                    "    for path in (" + repr(c["solutions"]) + ", 'solutions/attention.py'):\n"
+                    "        try:\n"
+                    "            ns = {}\n"
+                    "            exec(open(path).read(), ns)\n"
+                    "            return ns['layer_norm'](x, weight, bias, eps)\n"
+                    "        except OSError:\n"
+                    "            pass\n"
+                    "    return x * 0\n"
+                )
+            }
+        ),
+        ("solutions",),
+    ),
+    Case(
+        "writes_output",
+        "rms_norm tries to overwrite grades and another student's files",
+        16,
+        lambda c: reference_cells(
+            replace={
+                "rms_norm": _wrap(
+                    "rms_norm",
+                    (
+                        "for target in " + repr(c["targets"]) + ":\n"
+                        "    try:\n"
+                        "        with open(target, 'w') as f:\n"
+                        "            f.write('{\"score\": 999}')\n"
+                        "    except OSError:\n"
+                        "        pass"
+                    ),
+                )
+            }
+        ),
+        ("targets",),
+    ),
+    Case(
+        "spawns_processes",
+        "gelu starts a long-lived process and forks",
+        16,
+        lambda c: reference_cells(
+            replace={
+                "gelu": _wrap(
+                    "gelu",
+                    (
+                        "import os, subprocess\n"
+                        "try:\n"
+                        "    subprocess.Popen(['sleep', '"
+                        + c["sleep"]
+                        + "'], start_new_session=True)\n"
+                        "except OSError:\n"
+                        "    pass\n"
+                        "if os.fork() == 0:\n"
+                        "    os.execvp('sleep', ['sleep', '" + c["sleep"] + "'])"
+                    ),
+                )
+            }
+        ),
+        ("sleep",),
+    ),
+    Case(
+        "opens_network",
+        "gelu answers wrong if it can reach a server on localhost",
+        16,
+        lambda c: reference_cells(
+            replace={
+                "gelu": (
+                    "def gelu(x):\n"
+                    "    import socket\n"
+                    "    try:\n"
+                    "        socket.create_connection(('127.0.0.1', "
+                    + c["port"]
+                    + "), timeout=2).close()\n"
+                    "        return x * 0\n"
+                    "    except OSError:\n"
+                    "        return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi)"
+                    " * (x + 0.044715 * x ** 3)))\n"
+                )
+            }
+        ),
+        ("port",),
+    ),
+    Case(
+        "segfault",
+        "causal_mask crashes the interpreter (TransformerBlock needs it)",
+        13,
+        lambda c: reference_cells(
+            replace={"causal_mask": _wrap("causal_mask", "import ctypes\nctypes.string_at(0)")}
+        ),
+    ),
+    Case(
+        "os_exit_in_exercise",
+        "gelu calls os._exit (FeedForward and the block need it)",
+        12,
+        lambda c: reference_cells(replace={"gelu": _wrap("gelu", "import os\nos._exit(0)")}),
+    ),
 ]
 
 

@@ -1,0 +1,163 @@
+"""``llm-course release --out DIR``: the instructor's nbgrader course and the student bundle.
+
+DIR/nbgrader/  an nbgrader course folder: nbgrader_config.py and
+               source/NN_SLUG/NN_SLUG.ipynb, the notebooks with the reference
+               inside ``### BEGIN SOLUTION`` regions (solution cells) and each
+               self-check cell as an autograded test cell worth the exercise's
+               points. ``nbgrader generate_assignment`` turns them into exactly
+               the notebooks the students get; ``nbgrader autograde`` takes its
+               points from the isolated grader (see autograder.nbgrader_plugin).
+DIR/student/   what students install: the notebooks, the course helpers and the
+               self-check with its fixtures; no solutions/, no grading specs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+from autograder.core.chapters import CHAPTERS, ChapterInfo
+from autograder.core.fixtures import load_fixture
+from autograder.core.stubs import NBGRADER_CODE_STUB, exercise_cells, reference_source, stub_source
+from autograder.nbgrader_plugin import TEST_PREFIX
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECK_CELL = re.compile(r'^\s*check\("(\d\d)",\s*(\w+)\)\s*$')
+
+NBGRADER_CONFIG = f'''"""nbgrader configuration written by `llm-course release`."""
+
+from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbgrader.preprocessors import (
+    AssignLatePenalties,
+    CheckCellMetadata,
+    IgnorePattern,
+    LimitOutput,
+    SaveAutoGrades,
+)
+
+from autograder.nbgrader_plugin import IsolatedGrades
+
+c = get_config()  # noqa: F821 - provided by nbgrader
+c.CourseDirectory.course_id = "llm-course"
+# The stub that replaces each solution region: the very line of the shipped notebooks.
+c.ClearSolutions.code_stub = {{"python": {NBGRADER_CODE_STUB!r}}}
+# Points come from llm-course's isolated grader, not from running the notebook in the
+# student's kernel: nbgrader's Execute step is replaced by IsolatedGrades.
+c.Autograde.autograde_preprocessors = [
+    IsolatedGrades,
+    IgnorePattern,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
+'''
+
+
+def _meta(grade_id: str, *, solution: bool, grade: bool, points: int = 0) -> dict:
+    meta = {"grade": grade, "grade_id": grade_id, "locked": not solution,
+            "schema_version": 3, "solution": solution, "task": False}  # fmt: skip
+    if grade:
+        meta["points"] = points
+    return meta
+
+
+def nbgrader_source(info: ChapterInfo) -> dict:
+    """The chapter's notebook with solution regions and autograded test cells."""
+    path = ROOT / info.notebook
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    reference = reference_source(path)
+    points = {ex["name"]: ex["points"] for ex in load_fixture(info)["exercises"]}
+    for cell, name in exercise_cells(nb):
+        cell["source"] = stub_source(reference, name, solution=True)
+        cell["metadata"]["nbgrader"] = _meta(name, solution=True, grade=False)
+    for cell in nb["cells"]:
+        text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        match = CHECK_CELL.match(text) if cell["cell_type"] == "code" else None
+        if match and match.group(1) == info.number:
+            name = match.group(2)
+            meta = _meta(TEST_PREFIX + name, solution=False, grade=True, points=points[name])
+            cell["metadata"]["nbgrader"] = meta
+    nb["metadata"].setdefault("llm_course", {"chapter": info.number, "slug": info.slug})
+    return nb
+
+
+def present_chapters() -> list[ChapterInfo]:
+    return [c for c in CHAPTERS if (ROOT / c.notebook).exists() and c.fixture.exists()]
+
+
+def write_nbgrader_course(dest: Path) -> list[Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "nbgrader_config.py").write_text(NBGRADER_CONFIG, encoding="utf-8")
+    written = []
+    for info in present_chapters():
+        path = dest / "source" / info.key / f"{info.key}.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(nbgrader_source(info), indent=1) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+STUDENT_PYPROJECT = """[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "llm-course-student"
+version = "0.1.0"
+description = "The LLM course: notebooks, helpers and the self-check (no solutions)."
+requires-python = ">=3.10"
+dependencies = ["torch>=2.1", "numpy", "einops", "matplotlib", "tqdm", "nbformat"]
+
+[project.scripts]
+llm-course = "autograder.cli:main"
+
+[tool.setuptools.packages.find]
+include = ["autograder*", "course*"]
+
+[tool.setuptools.package-data]
+autograder = ["fixtures/*.pt"]
+course = ["*.ipynb"]
+"""
+
+STUDENT_README = """# The LLM course: student bundle
+
+    pip install .            # after installing PyTorch (GPU build if you have a GPU)
+    jupyter lab course/01_attention.ipynb
+    llm-course check 01 --notebook course/01_attention.ipynb
+
+The self-check compares your functions with stored answers on fixed inputs and
+says what is wrong. Grading uses other inputs.
+"""
+
+
+def _ignore_specs(directory: str, names: list[str]) -> list[str]:
+    """Leave out the grading specs (autograder/SLUG.py), caches and instructor-only code."""
+    slugs = {f"{c.slug}.py" for c in CHAPTERS}
+    ignored = {"__pycache__"}
+    if Path(directory).resolve() == (ROOT / "autograder").resolve():
+        ignored |= slugs | {"release.py", "nbgrader_plugin.py"}
+    return [n for n in names if n in ignored]
+
+
+def write_student_bundle(dest: Path) -> Path:
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(ROOT / "autograder", dest / "autograder", ignore=_ignore_specs)
+    (dest / "course").mkdir(parents=True)
+    for path in (ROOT / "course").iterdir():
+        if path.suffix == ".py" or (
+            path.suffix == ".ipynb" and path.stem in {c.key for c in present_chapters()}
+        ):
+            shutil.copy2(path, dest / "course" / path.name)
+    (dest / "pyproject.toml").write_text(STUDENT_PYPROJECT, encoding="utf-8")
+    (dest / "README.md").write_text(STUDENT_README, encoding="utf-8")
+    return dest
+
+
+def release(out: Path) -> tuple[list[Path], Path]:
+    """Write DIR/nbgrader and DIR/student; return the source notebooks and the bundle."""
+    return write_nbgrader_course(out / "nbgrader"), write_student_bundle(out / "student")

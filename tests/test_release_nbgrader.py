@@ -1,0 +1,121 @@
+"""`llm-course release`: the real nbgrader commands run on a small class and agree with
+`llm-course grade`; the student bundle installs in a fresh venv and self-checks there."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import inspect
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import solutions.attention as ref
+from autograder.cli import main
+from autograder.core.sandbox import bwrap_works
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def _filled(released: dict, edits: dict[str, tuple[str, str]] | None = None) -> dict:
+    """The released notebook with the reference written into every solution cell."""
+    nb = copy.deepcopy(released)
+    for cell in nb["cells"]:
+        meta = cell["metadata"].get("nbgrader", {})
+        if meta.get("solution"):
+            source = inspect.getsource(getattr(ref, meta["grade_id"]))
+            old, new = (edits or {}).get(meta["grade_id"], ("", ""))
+            cell["source"] = source.replace(old, new) if old else source
+    return nb
+
+
+def _scores(path: Path, column: str) -> dict[str, float]:
+    with open(path, newline="") as f:
+        return {row["student_id"]: float(row[column]) for row in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("release")
+    assert main(["release", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not bwrap_works(), reason="bubblewrap cannot run here")
+def test_nbgrader_autograde_agrees_with_llm_course_grade(released: Path) -> None:
+    course = released / "nbgrader"
+    _run(["nbgrader", "generate_assignment", "01_attention"], course)
+    release_nb = course / "release" / "01_attention" / "01_attention.ipynb"
+    notebook = json.loads(release_nb.read_text())
+
+    # What nbgrader hands out is exactly the notebook the course ships.
+    shipped = json.loads((ROOT / "course" / "01_attention.ipynb").read_text())
+
+    def text(nb: dict) -> list[str]:
+        return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+                for c in nb["cells"]]  # fmt: skip
+
+    assert text(notebook) == text(shipped)
+
+    cheat = copy.deepcopy(notebook)  # redefines check(): a kernel-run test cell would pass
+    fake = "def check(*args, **kwargs):\n    return None"
+    cheat["cells"].insert(1, {"cell_type": "code", "metadata": {}, "outputs": [],
+                              "execution_count": None, "source": fake})  # fmt: skip
+    class_ = {
+        "alice": _filled(notebook),
+        "bob": notebook,
+        "carol": _filled(notebook, {"gelu": ("0.5 * x *", "x *")}),
+        "mallory": cheat,
+    }
+    for student, nb in class_.items():
+        path = course / "submitted" / student / "01_attention" / "01_attention.ipynb"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(nb))
+    _run(["nbgrader", "autograde", "01_attention"], course)
+    _run(["nbgrader", "export"], course)
+    nbgrader_scores = _scores(course / "grades.csv", "score")
+
+    out = released / "llm-course-grades"
+    assert main(["grade", str(course / "submitted"), "--out", str(out)]) == 0
+    ours = _scores(out / "grades.csv", "score")
+    assert nbgrader_scores == ours == {"alice": 16, "bob": 0, "carol": 12, "mallory": 0}
+
+
+@pytest.mark.slow
+def test_student_bundle_installs_in_a_fresh_venv_and_self_checks(
+    released: Path, tmp_path: Path
+) -> None:
+    bundle = released / "student"
+    assert not (bundle / "solutions").exists()
+    assert not (bundle / "autograder" / "attention.py").exists()
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)], tmp_path)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    _run([*pip, "torch==2.13.0"], tmp_path)
+    _run([*pip, str(bundle)], tmp_path)
+    python = str(venv / "bin" / "python")
+    probe = subprocess.run([python, "-c", "import solutions"], cwd=tmp_path, capture_output=True)
+    assert probe.returncode != 0, "the bundle must not make solutions importable"
+    answers = tmp_path / "answers.py"
+    answers.write_text(inspect.getsource(ref))
+    llm = str(venv / "bin" / "llm-course")
+    todo = subprocess.run([llm, "check", "01", "--notebook", str(bundle / "course" /
+                                                                "01_attention.ipynb")],
+                          cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert todo.returncode == 1 and todo.stdout.count("TODO") == 10, todo.stdout + todo.stderr
+    ok = subprocess.run([llm, "check", "01", "--notebook", str(answers)], cwd=tmp_path,
+                        capture_output=True, text=True)  # fmt: skip
+    assert ok.returncode == 0 and ok.stdout.count("PASS") == 10, ok.stdout + ok.stderr
