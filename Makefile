@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 SETUP_STAMP := .venv/.llm-course-installed
 
-.PHONY: setup book test lint format fixtures stubs clean
+.PHONY: setup book test lint format fixtures stubs bench clean
 
 setup: $(SETUP_STAMP)
 
@@ -35,3 +35,6 @@ stubs: setup
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache
+
+bench: setup
+	$(PY) -m bench
