@@ -11,17 +11,18 @@ import torch
 from autograder.attention import SPEC
 from autograder.core.chapters import resolve_chapter
 from autograder.core.evaluate import evaluate_exercise
-from autograder.core.executors import in_process, subprocess_executor
+from autograder.core.executors import in_process
 from autograder.core.grading import expectations, grade_submission
 from autograder.core.materialize import GRADING_SEED, SELFCHECK_SEED, jobs_for, materialize
 from autograder.core.runner import run_job
+from autograder.core.sandbox import IsolatedExecutor
 
 INFO = resolve_chapter("01")
 
 
 def test_reference_file_gets_full_marks_in_a_separate_process(root: Path) -> None:
     results = grade_submission(
-        root / "solutions" / "attention.py", INFO, executor=subprocess_executor()
+        root / "solutions" / "attention.py", INFO, executor=IsolatedExecutor()
     )
     assert [r.name for r in results if not r.passed] == []
     assert sum(r.score for r in results) == SPEC.max_score == 16

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from autograder.core.chapters import ChapterInfo, load_spec
 from autograder.core.evaluate import ExerciseResult, evaluate
-from autograder.core.executors import Executor, subprocess_executor
+from autograder.core.executors import Executor
 from autograder.core.materialize import GRADING_SEED, MaterializedChapter, jobs_for, materialize
 
 
@@ -25,5 +25,9 @@ def grade_submission(
 ) -> list[ExerciseResult]:
     """Points per exercise for the submission at ``path``; never raises for student faults."""
     chapter = expectations(info, seed)
-    run = executor or subprocess_executor()
+    if executor is None:
+        from autograder.core.sandbox import IsolatedExecutor
+
+        executor = IsolatedExecutor()
+    run = executor
     return evaluate(chapter["exercises"], run(Path(path), jobs_for(chapter)))
