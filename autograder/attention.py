@@ -16,43 +16,8 @@ import torch
 import torch.nn.functional as F
 
 import solutions.attention as ref
+from autograder.core.cases import call_case, module_case, randn
 from autograder.core.spec import Case, ChapterSpec, Exercise, Mistake, Tolerance
-
-# ---------------------------------------------------------------- input helpers
-
-
-def randn(g: torch.Generator, *shape: int, scale: float = 1.0) -> torch.Tensor:
-    return torch.randn(*shape, generator=g) * scale
-
-
-def random_state(module: torch.nn.Module, g: torch.Generator) -> dict[str, torch.Tensor]:
-    """A state_dict with random values: norm gains near 1, weights ~ 1/sqrt(fan_in)."""
-    state = {}
-    for name, p in module.state_dict().items():
-        if p.dim() == 1 and name.startswith(("ln", "norm")) and name.endswith("weight"):
-            state[name] = 1.0 + 0.3 * randn(g, *p.shape)
-        elif p.dim() == 2:
-            state[name] = randn(g, *p.shape, scale=1.0 / math.sqrt(p.shape[1]))
-        else:
-            state[name] = randn(g, *p.shape, scale=0.3)
-    return state
-
-
-def module_case(
-    label: str, cls: type, init: dict[str, Any], g: torch.Generator, *args: Any, **kwargs: Any
-) -> Case:
-    return {
-        "label": label,
-        "init": init,
-        "state": random_state(cls(**init), g),
-        "args": list(args),
-        "kwargs": kwargs,
-    }
-
-
-def call_case(label: str, *args: Any, **kwargs: Any) -> Case:
-    return {"label": label, "args": list(args), "kwargs": kwargs}
-
 
 # ------------------------------------------------------ scaled_dot_product_attention
 
