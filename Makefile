@@ -12,7 +12,7 @@ $(SETUP_STAMP): pyproject.toml scripts/setup.sh
 
 book: setup
 	@start=$$(date +%s); \
-	.venv/bin/jupyter-book build . -W -n --keep-going || exit 1; \
+	env -u MPLBACKEND .venv/bin/jupyter-book build . -W -n --keep-going || exit 1; \
 	echo "book: built in $$(( $$(date +%s) - start )) s: _build/html/index.html"
 
 lint: setup

@@ -5,12 +5,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-# Debian packages: bubblewrap isolates student code when grading.
-if ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+# Debian packages: bubblewrap isolates student code when grading; chromium runs the
+# website's browser test (tests/test_website.py).
+debs=""
+command -v bwrap >/dev/null 2>&1 || debs="bubblewrap"
+[ -x /usr/bin/chromium ] || debs="$debs chromium"
+if [ -n "$debs" ] && command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    echo "setup: installing Debian packages (bubblewrap)"
-    ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq bubblewrap >/dev/null) \
-        || echo "setup: warning: could not install bubblewrap; grading falls back to plain subprocesses"
+    echo "setup: installing Debian packages ($debs)"
+    # shellcheck disable=SC2086 # $debs is a list of package names
+    if ! ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq $debs >/dev/null); then
+        for deb in $debs; do  # one by one: a distribution may lack one of them
+            $SUDO apt-get install -y -qq "$deb" >/dev/null 2>&1 \
+                || echo "setup: warning: could not install $deb (without bubblewrap grading" \
+                    "falls back to plain subprocesses; without chromium the website test is skipped)"
+        done
+    fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

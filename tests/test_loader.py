@@ -115,3 +115,16 @@ def test_python_file_submission(tmp_path: Path) -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SubmissionError, match="does not exist"):
         load_submission(tmp_path / "nowhere.ipynb")
+
+
+def test_an_imported_object_does_not_count_as_the_students_own(tmp_path: Path) -> None:
+    sub = load_submission(
+        notebook(tmp_path, "from course.blocks import FeedForward\nfrom math import sqrt")
+    )
+    obj, reason = sub.lookup("FeedForward")
+    assert obj is None
+    assert (
+        reason == "`FeedForward` is imported from course.blocks, not defined in sub.ipynb: "
+        "write your own"
+    )
+    assert sub.lookup("sqrt")[0] is None

@@ -8,12 +8,18 @@ from pathlib import Path
 
 import pytest
 
+import solutions.architectures
 import solutions.attention
+import solutions.moe
 from autograder.core.stubs import drifted, exercise_cells
 from tests.notebook_tools import count_images, execute, outputs_text, with_reference
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = {"01_attention": (solutions.attention, 10, 5)}  # module, exercises, figures
+NOTEBOOKS = {  # module, exercises, figures
+    "01_attention": (solutions.attention, 10, 5),
+    "02_architectures": (solutions.architectures, 11, 6),
+    "03_moe": (solutions.moe, 4, 2),
+}
 
 
 @pytest.mark.parametrize("key", NOTEBOOKS)

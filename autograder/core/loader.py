@@ -52,7 +52,14 @@ class Submission:
         if name in self.broken:
             return None, self.broken[name]
         if name in self.namespace:
-            return self.namespace[name], None
+            obj = self.namespace[name]
+            origin = getattr(obj, "__module__", self.namespace.get("__name__"))
+            if callable(obj) and origin != self.namespace.get("__name__"):
+                return None, (
+                    f"`{name}` is imported from {origin}, not defined in {self.path.name}: "
+                    "write your own"
+                )
+            return obj, None
         reason = f"`{name}` is not defined in {self.path.name}"
         if self.notes:
             reason += " (while loading: " + "; ".join(self.notes) + ")"
