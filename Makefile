@@ -3,14 +3,15 @@
 PY := .venv/bin/python
 SETUP_STAMP := .venv/.llm-course-installed
 
-.PHONY: setup book test lint format fixtures stubs bench clean
+.PHONY: setup book test lint format fixtures stubs bench clean model
 
 setup: $(SETUP_STAMP)
 
 $(SETUP_STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 
-book: setup
+# From chapter 07 on, the theory pages run the course model: `model` trains it once (cached).
+book: setup model
 	@start=$$(date +%s); \
 	env -u MPLBACKEND .venv/bin/jupyter-book build . -W -n --keep-going || exit 1; \
 	echo "book: built in $$(( $$(date +%s) - start )) s: _build/html/index.html"
@@ -23,7 +24,7 @@ format: setup
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
-test: setup lint
+test: setup lint model
 	$(PY) -m pytest -q
 
 # Regenerate the self-check fixtures and the notebook stubs from solutions/.
@@ -38,3 +39,7 @@ clean:
 
 bench: setup
 	$(PY) -m bench
+
+# The course's own small language models (chapter 04), trained once and cached in .cache/.
+model: setup
+	$(PY) -m solutions.course_model

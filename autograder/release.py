@@ -120,7 +120,7 @@ include = ["autograder*", "course*"]
 
 [tool.setuptools.package-data]
 autograder = ["fixtures/*.pt"]
-course = ["*.ipynb"]
+course = ["*.ipynb", "data/*.json"]
 """
 
 STUDENT_README = """# The LLM course: student bundle
@@ -153,6 +153,8 @@ def write_student_bundle(dest: Path) -> Path:
             path.suffix == ".ipynb" and path.stem in {c.key for c in present_chapters()}
         ):
             shutil.copy2(path, dest / "course" / path.name)
+    if (ROOT / "course" / "data").is_dir():  # data the notebooks read (labels, small tables)
+        shutil.copytree(ROOT / "course" / "data", dest / "course" / "data")
     (dest / "pyproject.toml").write_text(STUDENT_PYPROJECT, encoding="utf-8")
     (dest / "README.md").write_text(STUDENT_README, encoding="utf-8")
     return dest

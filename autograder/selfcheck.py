@@ -56,10 +56,14 @@ def passes(chapter: str, obj: Any, name: str | None = None, quiet: bool = True) 
     return result.passed
 
 
-def check_submission(info: ChapterInfo, path: Path) -> list[ExerciseResult]:
-    """Every exercise of a notebook or .py file, checked against the chapter's fixture."""
+def check_submission(
+    info: ChapterInfo, path: Path, only: list[str] | None = None
+) -> list[ExerciseResult]:
+    """Every exercise of a notebook or .py file (or those ``only`` names), checked against
+    the chapter's fixture."""
     fixture = load_fixture(info)
-    return evaluate(fixture["exercises"], in_process(path, jobs_for(fixture)))
+    exercises = [ex for ex in fixture["exercises"] if only is None or ex["name"] in only]
+    return evaluate(exercises, in_process(path, jobs_for(fixture, only)))
 
 
 def check_chapter(chapter: str, path: str | Path) -> list[ExerciseResult]:

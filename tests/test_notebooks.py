@@ -10,7 +10,10 @@ import pytest
 
 import solutions.architectures
 import solutions.attention
+import solutions.evaluation
 import solutions.moe
+import solutions.sampling
+import solutions.training
 from autograder.core.stubs import drifted, exercise_cells
 from tests.notebook_tools import count_images, execute, outputs_text, with_reference
 
@@ -19,6 +22,9 @@ NOTEBOOKS = {  # module, exercises, figures
     "01_attention": (solutions.attention, 10, 5),
     "02_architectures": (solutions.architectures, 11, 6),
     "03_moe": (solutions.moe, 4, 2),
+    "04_training": (solutions.training, 12, 3),
+    "07_sampling": (solutions.sampling, 8, 3),
+    "08_evaluation": (solutions.evaluation, 9, 4),
 }
 
 

@@ -54,10 +54,12 @@ def _function_stub(source: str, node: ast.FunctionDef, solution: bool = False) -
     indent = " " * first_body.col_offset
     out = head + (_lines(source, doc.lineno, doc.end_lineno) if doc else [])
     body = node.body[1:] if doc else node.body
-    if node.name == "__init__":
+    # An nn.Module stub keeps the bare `super().__init__()` the reference starts with, so
+    # that an unfinished class still constructs; a call with arguments (an Optimizer's
+    # `super().__init__(params, defaults)`) is part of the exercise and stays out.
+    if node.name == "__init__" and body and _is_super_init(body[0]):
         out.append(f"{indent}super().__init__()")
-        if body and _is_super_init(body[0]):
-            body = body[1:]
+        body = body[1:]
     if not solution:
         return out + [indent + TODO]
     code = _lines(source, body[0].lineno, node.end_lineno) if body else [indent + "pass"]
