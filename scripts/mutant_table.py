@@ -1,6 +1,8 @@
 """Print the mutant table of a chapter as Markdown: mutant, exercise, caught, message shown.
 
-.venv/bin/python scripts/mutant_table.py attention
+.venv/bin/python scripts/mutant_table.py attention [WIDTH]
+
+WIDTH cuts each message to that many characters (the whole message by default).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from autograder.core.executors import in_process  # noqa: E402
 from autograder.core.grading import grade_submission  # noqa: E402
 
 
-def main(slug: str) -> int:
+def main(slug: str, width: int | None = None) -> int:
     info = resolve_chapter(slug)
     reference = importlib.import_module(f"solutions.{info.slug}")
     mutants = importlib.import_module(f"tests.mutants.{info.slug}").MUTANTS
@@ -26,14 +28,21 @@ def main(slug: str) -> int:
     missed = 0
     with tempfile.TemporaryDirectory() as tmp:
         for m in mutants:
-            results = grade_submission(m.write(reference, Path(tmp)), info, executor=in_process)
+            path = m.write(reference, Path(tmp))
+            results = grade_submission(path, info, executor=in_process, only=[m.exercise])
             result = next(r for r in results if r.name == m.exercise)
             caught = not result.passed and m.expect in result.feedback()
             missed += not caught
-            shown = (result.hint or result.message).replace("|", "\\|").replace("\n", " ")
+            shown = (result.hint or result.message).replace("\n", " ")
+            if width is not None and len(shown) > width:
+                shown = shown[: width - 3] + "..."
+            shown = shown.replace("|", "\\|")
             print(f"| {m.name} | {m.exercise} | {'yes' if caught else 'NO'} | {shown} |")
     return 1 if missed else 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1] if len(sys.argv) > 1 else "attention"))
+    args = sys.argv[1:]
+    raise SystemExit(
+        main(args[0] if args else "attention", int(args[1]) if len(args) > 1 else None)
+    )
