@@ -7,8 +7,10 @@ DIR/nbgrader/  an nbgrader course folder: nbgrader_config.py and
                points. ``nbgrader generate_assignment`` turns them into exactly
                the notebooks the students get; ``nbgrader autograde`` takes its
                points from the isolated grader (see autograder.nbgrader_plugin).
-DIR/student/   what students install: the notebooks, the course helpers and the
-               self-check with its fixtures; no solutions/, no grading specs.
+DIR/student/   what students install: the notebooks, the course helpers, the
+               self-check with its fixtures and the trained course models
+               (course/data/course_model/, read by course.model); no solutions/,
+               no grading specs.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ include = ["autograder*", "course*"]
 
 [tool.setuptools.package-data]
 autograder = ["fixtures/*.pt"]
-course = ["*.ipynb", "data/*.json"]
+course = ["*.ipynb", "data/*.json", "data/course_model/*"]
 """
 
 STUDENT_README = """# The LLM course: student bundle
@@ -143,6 +145,20 @@ def _ignore_specs(directory: str, names: list[str]) -> list[str]:
     return [n for n in names if n in ignored]
 
 
+def copy_course_model(dest: Path) -> None:
+    """The trained course models (trained now if the cache has none), for course.model."""
+    from course.model import FILES, SIZES, model_folders
+    from solutions.course_model import train_course_model
+
+    for size in SIZES:
+        train_course_model(size)  # a no-op when `make model` has run
+    source = model_folders()[0]
+    dest.mkdir(parents=True, exist_ok=True)
+    for size in SIZES:
+        for name in FILES:
+            shutil.copy2(source / name.format(size=size), dest / name.format(size=size))
+
+
 def write_student_bundle(dest: Path) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
@@ -155,6 +171,7 @@ def write_student_bundle(dest: Path) -> Path:
             shutil.copy2(path, dest / "course" / path.name)
     if (ROOT / "course" / "data").is_dir():  # data the notebooks read (labels, small tables)
         shutil.copytree(ROOT / "course" / "data", dest / "course" / "data")
+    copy_course_model(dest / "course" / "data" / "course_model")
     (dest / "pyproject.toml").write_text(STUDENT_PYPROJECT, encoding="utf-8")
     (dest / "README.md").write_text(STUDENT_README, encoding="utf-8")
     return dest

@@ -119,3 +119,15 @@ def test_student_bundle_installs_in_a_fresh_venv_and_self_checks(
     ok = subprocess.run([llm, "check", "01", "--notebook", str(answers)], cwd=tmp_path,
                         capture_output=True, text=True)  # fmt: skip
     assert ok.returncode == 0 and ok.stdout.count("PASS") == 10, ok.stdout + ok.stderr
+    # The course model ships with the bundle and loads without solutions/.
+    load = (
+        "import torch; from course.model import load_course_model\n"
+        "for size in ('main', 'draft'):\n"
+        "    model, tok = load_course_model(size)\n"
+        "    print(size, tuple(model(torch.tensor([tok.encode('Return the')])).shape))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LLM_COURSE_CACHE"}
+    loaded = subprocess.run([python, "-c", load], cwd=tmp_path, env=env, capture_output=True,
+                            text=True)  # fmt: skip
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+    assert "main (1, 2, 1024)" in loaded.stdout and "draft (1, 2, 1024)" in loaded.stdout
