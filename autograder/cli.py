@@ -71,9 +71,19 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
+    from autograder.core.chapters import resolve_chapter
     from autograder.release import release
 
-    sources, bundle = release(Path(args.out))
+    chapters = None
+    if args.chapters:
+        try:
+            chapters = [resolve_chapter(c) for c in args.chapters.split(",") if c.strip()]
+            sources, bundle = release(Path(args.out), chapters)
+        except (KeyError, ValueError) as error:
+            print(f"llm-course release: {error}", file=sys.stderr)
+            return 2
+    else:
+        sources, bundle = release(Path(args.out))
     for path in sources:
         print(f"nbgrader source: {path}")
     print(f"student bundle: {bundle} (install with `pip install {bundle}`)")
@@ -111,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     grade.set_defaults(func=_cmd_grade)
     release = sub.add_parser("release", help="write the nbgrader course and the student bundle")
     release.add_argument("--out", required=True, help="output folder")
+    release.add_argument(
+        "--chapters",
+        help="comma-separated chapters to release, e.g. 01,02 (default: all present); the "
+        "course model ships only with chapter 05 or later",
+    )
     release.set_defaults(func=_cmd_release)
     return parser
 

@@ -91,11 +91,11 @@ def present_chapters() -> list[ChapterInfo]:
     return [c for c in CHAPTERS if (ROOT / c.notebook).exists() and c.fixture.exists()]
 
 
-def write_nbgrader_course(dest: Path) -> list[Path]:
+def write_nbgrader_course(dest: Path, chapters: list[ChapterInfo]) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "nbgrader_config.py").write_text(NBGRADER_CONFIG, encoding="utf-8")
     written = []
-    for info in present_chapters():
+    for info in chapters:
         path = dest / "source" / info.key / f"{info.key}.ipynb"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(nbgrader_source(info), indent=1) + "\n", encoding="utf-8")
@@ -136,13 +136,27 @@ says what is wrong. Grading uses other inputs.
 """
 
 
-def _ignore_specs(directory: str, names: list[str]) -> list[str]:
-    """Leave out the grading specs (autograder/SLUG.py), caches and instructor-only code."""
-    slugs = {f"{c.slug}.py" for c in CHAPTERS}
-    ignored = {"__pycache__"}
-    if Path(directory).resolve() == (ROOT / "autograder").resolve():
-        ignored |= slugs | {"release.py", "nbgrader_plugin.py"}
-    return [n for n in names if n in ignored]
+# The course model mirrors exercises of chapters 02 (GPT) and 04 (the BPE encoder): it
+# ships only with a chapter after those, the first to need it.
+MODEL_FROM_CHAPTER = 5
+
+
+def _ignore_for(chapters: list[ChapterInfo]):
+    """Leave out the grading specs (autograder/SLUG.py), the fixtures of chapters not
+    released, caches and instructor-only code."""
+    specs = {f"{c.slug}.py" for c in CHAPTERS}
+    other_fixtures = {c.fixture.name for c in CHAPTERS if c not in chapters}
+
+    def ignore(directory: str, names: list[str]) -> list[str]:
+        ignored = {"__pycache__"}
+        here = Path(directory).resolve()
+        if here == (ROOT / "autograder").resolve():
+            ignored |= specs | {"release.py", "nbgrader_plugin.py"}
+        if here == (ROOT / "autograder" / "fixtures").resolve():
+            ignored |= other_fixtures
+        return [n for n in names if n in ignored]
+
+    return ignore
 
 
 def copy_course_model(dest: Path) -> None:
@@ -159,24 +173,39 @@ def copy_course_model(dest: Path) -> None:
             shutil.copy2(source / name.format(size=size), dest / name.format(size=size))
 
 
-def write_student_bundle(dest: Path) -> Path:
+def write_student_bundle(dest: Path, chapters: list[ChapterInfo]) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(ROOT / "autograder", dest / "autograder", ignore=_ignore_specs)
-    (dest / "course").mkdir(parents=True)
+    shutil.copytree(ROOT / "autograder", dest / "autograder", ignore=_ignore_for(chapters))
+    with_model = any(int(c.number) >= MODEL_FROM_CHAPTER for c in chapters)
+    keys, numbers = {c.key for c in chapters}, {c.number for c in chapters}
+    (dest / "course" / "data").mkdir(parents=True)
     for path in (ROOT / "course").iterdir():
-        if path.suffix == ".py" or (
-            path.suffix == ".ipynb" and path.stem in {c.key for c in present_chapters()}
+        if (path.suffix == ".py" and (path.name != "model.py" or with_model)) or (
+            path.suffix == ".ipynb" and path.stem in keys
         ):
             shutil.copy2(path, dest / "course" / path.name)
-    if (ROOT / "course" / "data").is_dir():  # data the notebooks read (labels, small tables)
-        shutil.copytree(ROOT / "course" / "data", dest / "course" / "data")
-    copy_course_model(dest / "course" / "data" / "course_model")
+    for path in sorted((ROOT / "course" / "data").glob("[0-9][0-9]_*")):
+        if path.name[:2] in numbers:  # a chapter's data (NN_...) ships with its chapter
+            shutil.copy2(path, dest / "course" / "data" / path.name)
+    if with_model:
+        copy_course_model(dest / "course" / "data" / "course_model")
     (dest / "pyproject.toml").write_text(STUDENT_PYPROJECT, encoding="utf-8")
     (dest / "README.md").write_text(STUDENT_README, encoding="utf-8")
     return dest
 
 
-def release(out: Path) -> tuple[list[Path], Path]:
-    """Write DIR/nbgrader and DIR/student; return the source notebooks and the bundle."""
-    return write_nbgrader_course(out / "nbgrader"), write_student_bundle(out / "student")
+def release(out: Path, chapters: list[ChapterInfo] | None = None) -> tuple[list[Path], Path]:
+    """Write DIR/nbgrader and DIR/student for ``chapters`` (default: every chapter
+    present); return the source notebooks and the bundle."""
+    present = present_chapters()
+    if chapters is None:
+        chapters = present
+    missing = [c.key for c in chapters if c not in present]
+    if missing:
+        raise ValueError(f"chapters: {', '.join(missing)} not present in this repository")
+    chapters = sorted(set(chapters), key=lambda c: int(c.number))
+    return (
+        write_nbgrader_course(out / "nbgrader", chapters),
+        write_student_bundle(out / "student", chapters),
+    )

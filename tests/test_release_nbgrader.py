@@ -131,3 +131,24 @@ def test_student_bundle_installs_in_a_fresh_venv_and_self_checks(
                             text=True)  # fmt: skip
     assert loaded.returncode == 0, loaded.stdout + loaded.stderr
     assert "main (1, 2, 1024)" in loaded.stdout and "draft (1, 2, 1024)" in loaded.stdout
+
+
+def test_release_of_some_chapters_ships_only_theirs(tmp_path: Path) -> None:
+    """A release for chapters 01 and 02 (as an instructor hands them out week by week):
+    their notebooks and fixtures only, and no course model, whose GPT and tokenizer
+    mirror exercises of chapters 02 and 04."""
+    assert main(["release", "--out", str(tmp_path), "--chapters", "2,attention"]) == 0
+    bundle = tmp_path / "student"
+    notebooks = sorted(p.name for p in (bundle / "course").glob("*.ipynb"))
+    assert notebooks == ["01_attention.ipynb", "02_architectures.ipynb"]
+    fixtures = sorted(p.name for p in (bundle / "autograder" / "fixtures").glob("*.pt"))
+    assert fixtures == ["01_attention.pt", "02_architectures.pt"]
+    assert not (bundle / "course" / "model.py").exists()
+    assert not any((bundle / "course" / "data").iterdir())  # no 08 labels, no model
+    sources = sorted(p.name for p in (tmp_path / "nbgrader" / "source").iterdir())
+    assert sources == ["01_attention", "02_architectures"]
+
+
+def test_release_names_an_unknown_chapter(tmp_path: Path, capsys) -> None:
+    assert main(["release", "--out", str(tmp_path), "--chapters", "01,nope"]) == 2
+    assert "unknown chapter 'nope'" in capsys.readouterr().err
