@@ -24,7 +24,7 @@ NOTEBOOKS = {  # module, exercises, figures
     "03_moe": (solutions.moe, 4, 2),
     "04_training": (solutions.training, 12, 3),
     "07_sampling": (solutions.sampling, 8, 3),
-    "08_evaluation": (solutions.evaluation, 9, 4),
+    "08_evaluation": (solutions.evaluation, 9, 5),
 }
 
 
