@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import importlib
 import inspect
 import json
 import os
@@ -16,7 +17,9 @@ import pytest
 
 import solutions.attention as ref
 from autograder.cli import main
+from autograder.core.chapters import load_spec
 from autograder.core.sandbox import bwrap_works
+from autograder.release import present_chapters
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -29,13 +32,15 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-def _filled(released: dict, edits: dict[str, tuple[str, str]] | None = None) -> dict:
+def _filled(
+    released: dict, edits: dict[str, tuple[str, str]] | None = None, module: object = ref
+) -> dict:
     """The released notebook with the reference written into every solution cell."""
     nb = copy.deepcopy(released)
     for cell in nb["cells"]:
         meta = cell["metadata"].get("nbgrader", {})
         if meta.get("solution"):
-            source = inspect.getsource(getattr(ref, meta["grade_id"]))
+            source = inspect.getsource(getattr(module, meta["grade_id"]))
             old, new = (edits or {}).get(meta["grade_id"], ("", ""))
             cell["source"] = source.replace(old, new) if old else source
     return nb
@@ -92,6 +97,32 @@ def test_nbgrader_autograde_agrees_with_llm_course_grade(released: Path) -> None
     assert main(["grade", str(course / "submitted"), "--out", str(out)]) == 0
     ours = _scores(out / "grades.csv", "score")
     assert nbgrader_scores == ours == {"alice": 16, "bob": 0, "carol": 12, "mallory": 0}
+
+
+LATER_CHAPTERS = [c for c in present_chapters() if c.number != "01"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not bwrap_works(), reason="bubblewrap cannot run here")
+@pytest.mark.parametrize("info", LATER_CHAPTERS, ids=[c.key for c in LATER_CHAPTERS])
+def test_nbgrader_and_llm_course_agree_on_every_chapter(info, tmp_path: Path) -> None:
+    """Each chapter's release through the real nbgrader: the reference earns every point,
+    the untouched stubs none, and nbgrader's grades.csv says what `llm-course grade` says."""
+    assert main(["release", "--out", str(tmp_path), "--chapters", info.number]) == 0
+    course = tmp_path / "nbgrader"
+    _run(["nbgrader", "generate_assignment", info.key], course)
+    notebook = json.loads((course / "release" / info.key / f"{info.key}.ipynb").read_text())
+    module = importlib.import_module(f"solutions.{info.slug}")
+    for student, nb in {"alice": _filled(notebook, module=module), "bob": notebook}.items():
+        path = course / "submitted" / student / info.key / f"{info.key}.ipynb"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(nb))
+    _run(["nbgrader", "autograde", info.key], course)
+    _run(["nbgrader", "export"], course)
+    full = float(sum(e.points for e in load_spec(info).exercises))
+    assert main(["grade", str(course / "submitted"), "--out", str(tmp_path / "ours")]) == 0
+    ours = _scores(tmp_path / "ours" / "grades.csv", "score")
+    assert _scores(course / "grades.csv", "score") == ours == {"alice": full, "bob": 0.0}
 
 
 @pytest.mark.slow
