@@ -114,6 +114,9 @@ description = "The LLM course: notebooks, helpers and the self-check (no solutio
 requires-python = ">=3.10"
 dependencies = ["torch>=2.1", "numpy", "einops", "matplotlib", "tqdm", "nbformat"]
 
+[project.optional-dependencies]
+jupyter = ["jupyterlab", "ipykernel"]
+
 [project.scripts]
 llm-course = "autograder.cli:main"
 
@@ -127,12 +130,16 @@ course = ["*.ipynb", "data/*.json", "data/course_model/*"]
 
 STUDENT_README = """# The LLM course: student bundle
 
-    pip install .            # after installing PyTorch (GPU build if you have a GPU)
+    pip install ".[jupyter]"   # after installing PyTorch (a CUDA build if you have a GPU);
+                               # plain `pip install .` if you bring your own Jupyter
     jupyter lab course/01_attention.ipynb
     llm-course check 01 --notebook course/01_attention.ipynb
 
-The self-check compares your functions with stored answers on fixed inputs and
-says what is wrong. Grading uses other inputs.
+Each exercise is a stub: keep its signature and docstring, write the body. The
+self-check compares your functions with stored answers on fixed inputs and says
+what is wrong. Grading uses other inputs. The chapters after 04 use the course's
+own small language model; it ships already trained with the first of them
+(course/data/course_model/, loaded by `course.model.load_course_model()`).
 """
 
 
