@@ -210,6 +210,9 @@ _INSPECT = """() => {
 
 # TeX left as text: \( \[ $$, or a command between single dollars, outside code.
 _RAW_TEX = re.compile(r"\\\(|\\\[|\$\$|\$[^$\n]*\\[A-Za-z]+[^$\n]*\$")
+# A pipe table's separator row shown as text: Markdown a page's code displayed that was
+# not parsed as a table (Sphinx turns "---" into an em dash).
+_RAW_TABLE = re.compile(r"\|\s*(?:-{3,}|\u2014+|\u2013+)\s*\|")
 
 
 @dataclass
@@ -275,6 +278,9 @@ def check_page(browser: object, site: Path, base: str, path: str) -> PageReport:
     raw = _RAW_TEX.findall(info["text"])
     if raw:
         problems.append(f"TeX left as text: {raw[:3]}")
+    rows = _RAW_TABLE.findall(info["text"])
+    if rows:
+        problems.append(f"Markdown table left as text: {rows[:2]}")
     report.figures = sum(img["inArticle"] for img in info["images"])
     problems += [f"image not loaded: {img['src']}" for img in info["images"] if not img["ok"]]
     internal = {href for href in info["links"] if href.startswith(base)}
