@@ -20,6 +20,7 @@ from autograder.cli import main
 from autograder.core.chapters import load_spec
 from autograder.core.sandbox import bwrap_works
 from autograder.release import present_chapters
+from tests.notebook_tools import with_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -150,6 +151,14 @@ def test_student_bundle_installs_in_a_fresh_venv_and_self_checks(
     ok = subprocess.run([llm, "check", "01", "--notebook", str(answers)], cwd=tmp_path,
                         capture_output=True, text=True)  # fmt: skip
     assert ok.returncode == 0 and ok.stdout.count("PASS") == 10, ok.stdout + ok.stderr
+    for info in present_chapters()[1:]:  # every other chapter: its notebook, reference in
+        module = importlib.import_module(f"solutions.{info.slug}")
+        answers = tmp_path / f"{info.key}.ipynb"
+        answers.write_text(json.dumps(with_reference(bundle / "course" / answers.name, module)))
+        done = subprocess.run([llm, "check", info.number, "--notebook", str(answers)],
+                              cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+        n = len(load_spec(info).exercises)
+        assert done.returncode == 0 and done.stdout.count("PASS") == n, info.key + done.stdout
     # The course model ships with the bundle and loads without solutions/.
     load = (
         "import torch; from course.model import load_course_model\n"
