@@ -21,7 +21,7 @@ from autograder.core.chapters import ChapterInfo, resolve_chapter
 from autograder.core.evaluate import ExerciseResult, evaluate, evaluate_exercise
 from autograder.core.executors import in_process
 from autograder.core.fixtures import load_fixture
-from autograder.core.materialize import jobs_for
+from autograder.core.materialize import jobs_for, selected
 from autograder.core.report import format_result
 from autograder.core.runner import run_job
 
@@ -62,8 +62,7 @@ def check_submission(
     """Every exercise of a notebook or .py file (or those ``only`` names), checked against
     the chapter's fixture."""
     fixture = load_fixture(info)
-    exercises = [ex for ex in fixture["exercises"] if only is None or ex["name"] in only]
-    return evaluate(exercises, in_process(path, jobs_for(fixture, only)))
+    return evaluate(selected(fixture, only), in_process(path, jobs_for(fixture, only)))
 
 
 def check_chapter(chapter: str, path: str | Path) -> list[ExerciseResult]:

@@ -8,7 +8,13 @@ from pathlib import Path
 from autograder.core.chapters import ChapterInfo, load_spec
 from autograder.core.evaluate import ExerciseResult, evaluate
 from autograder.core.executors import Executor
-from autograder.core.materialize import GRADING_SEED, MaterializedChapter, jobs_for, materialize
+from autograder.core.materialize import (
+    GRADING_SEED,
+    MaterializedChapter,
+    jobs_for,
+    materialize,
+    selected,
+)
 
 
 @lru_cache(maxsize=16)
@@ -34,5 +40,4 @@ def grade_submission(
 
         executor = IsolatedExecutor()
     run = executor
-    exercises = [ex for ex in chapter["exercises"] if only is None or ex["name"] in only]
-    return evaluate(exercises, run(Path(path), jobs_for(chapter, only)))
+    return evaluate(selected(chapter, only), run(Path(path), jobs_for(chapter, only)))

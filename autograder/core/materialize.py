@@ -97,12 +97,17 @@ def materialize(spec: ChapterSpec, seed: int) -> MaterializedChapter:
     )
 
 
+def selected(
+    chapter: MaterializedChapter, only: list[str] | None = None
+) -> list[MaterializedExercise]:
+    """The chapter's exercises, or those of them that ``only`` names."""
+    return [ex for ex in chapter["exercises"] if only is None or ex["name"] in only]
+
+
 def jobs_for(chapter: MaterializedChapter, only: list[str] | None = None) -> list[dict[str, Any]]:
     """What the student side needs: the cases without expected or mistake outputs."""
     jobs = []
-    for ex in chapter["exercises"]:
-        if only is not None and ex["name"] not in only:
-            continue
+    for ex in selected(chapter, only):
         cases = [
             {k: v for k, v in case.items() if k not in ("expected", "mistakes")}
             for case in ex["cases"]
