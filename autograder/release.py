@@ -168,12 +168,12 @@ def _ignore_for(chapters: list[ChapterInfo]):
 
 def copy_course_model(dest: Path) -> None:
     """The trained course models (trained now if the cache has none), for course.model."""
-    from course.model import FILES, SIZES, model_folders
-    from solutions.course_model import train_course_model
+    from course.model import FILES, SIZES
+    from solutions.course_model import cache_dir, train_course_model
 
     for size in SIZES:
         train_course_model(size)  # a no-op when `make model` has run
-    source = model_folders()[0]
+    source = cache_dir()  # where train_course_model keeps them
     dest.mkdir(parents=True, exist_ok=True)
     for size in SIZES:
         for name in FILES:

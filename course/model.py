@@ -140,12 +140,18 @@ class CourseTokenizer:
         return b"".join(self.vocab[i] for i in ids).decode("utf-8", errors="replace")
 
 
+def cache_folder() -> Path:
+    """Where ``make model`` writes: ``$LLM_COURSE_CACHE``, else .cache/course_model/."""
+    return Path(os.environ.get("LLM_COURSE_CACHE", REPO_CACHE))
+
+
 def model_folders(directory: str | Path | None = None) -> list[Path]:
     """Where ``load_course_model`` looks, in order."""
     if directory is not None:
         return [Path(directory)]
-    env = os.environ.get("LLM_COURSE_CACHE")
-    return [Path(env)] if env else [REPO_CACHE, BUNDLED]
+    if "LLM_COURSE_CACHE" in os.environ:
+        return [cache_folder()]
+    return [cache_folder(), BUNDLED]
 
 
 def _complete(folder: Path, size: str) -> bool:

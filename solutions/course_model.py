@@ -48,6 +48,7 @@ from typing import Any
 import torch
 
 from course.corpus import stdlib_documents
+from course.model import EOS_ID, REPO_CACHE, SIZES, cache_folder
 from solutions.architectures import GPT
 from solutions.training import (
     BPETokenizer,
@@ -57,8 +58,7 @@ from solutions.training import (
     train_language_model,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CACHE = REPO_ROOT / ".cache" / "course_model"
+DEFAULT_CACHE = REPO_CACHE  # course.model reads what this module writes, from one place
 # GPT-2's chunking (contractions, words with their leading space, numbers,
 # punctuation, spaces) written for Python's `re`: every character is in a chunk. The
 # NUL character is a chunk of its own, so its byte id 0 is never merged into a token.
@@ -68,8 +68,6 @@ SPLIT_PATTERN = (
 # Documents are joined by NUL, which cleaning removes from inside them: id 0 marks the
 # end of a document (generation can stop there). Paragraphs are separated by "\n".
 DOC_SEPARATOR = "\x00"
-EOS_ID = 0
-SIZES = ("main", "draft")
 
 
 @dataclass(frozen=True)
@@ -119,9 +117,7 @@ CONFIGS: dict[str, ModelConfig] = {
 
 def cache_dir(path: str | Path | None = None) -> Path:
     """The cache folder: ``path``, else ``$LLM_COURSE_CACHE``, else .cache/course_model."""
-    if path is not None:
-        return Path(path)
-    return Path(os.environ.get("LLM_COURSE_CACHE", DEFAULT_CACHE))
+    return Path(path) if path is not None else cache_folder()
 
 
 def _atomic_write(path: Path, write: Any) -> None:
