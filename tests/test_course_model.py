@@ -18,19 +18,12 @@ import torch
 from course import corpus
 from solutions import course_model
 from solutions.course_model import (
-    CorpusConfig,
-    ModelConfig,
     load_course_model,
     prepare_data,
     split_documents,
     train_course_model,
 )
-
-TINY_CORPUS = CorpusConfig(vocab_size=300, modules=("textwrap", "heapq"))
-TINY = ModelConfig(
-    d_model=16, n_layers=1, n_heads=2, max_seq_len=16, steps=6, batch_size=4,
-    max_lr=1e-2, min_lr=1e-3, warmup_steps=2, threads=1,
-)  # fmt: skip
+from tests.tiny_course_model import TINY, TINY_CORPUS, use_tiny_draft
 
 
 def test_stdlib_documents_are_real_text_in_a_fixed_order():
@@ -101,8 +94,7 @@ def test_load_course_model_uses_the_configs_and_says_when_missing(tmp_path: Path
     not to train; otherwise a model mapping (B, L) ids to (B, L, V) logits."""
     with pytest.raises(FileNotFoundError, match="make model"):
         load_course_model("draft", tmp_path, train_if_missing=False)
-    monkeypatch.setattr(course_model, "CORPUS", TINY_CORPUS)
-    monkeypatch.setitem(course_model.CONFIGS, "draft", TINY)
+    use_tiny_draft(monkeypatch)
     model, tok = load_course_model("draft", tmp_path)
     ids = torch.tensor([tok.encode("Return the")])
     assert model(ids).shape == (1, ids.shape[1], len(tok.vocab))

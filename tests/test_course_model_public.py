@@ -18,13 +18,8 @@ from course import corpus
 from course import model as public
 from solutions import course_model
 from solutions.architectures import GPT
-from solutions.course_model import CorpusConfig, ModelConfig, prepare_data
-
-TINY_CORPUS = CorpusConfig(vocab_size=300, modules=("textwrap", "heapq"))
-TINY = ModelConfig(
-    d_model=16, n_layers=1, n_heads=2, max_seq_len=16, steps=4, batch_size=4,
-    max_lr=1e-2, min_lr=1e-3, warmup_steps=2, threads=1,
-)  # fmt: skip
+from solutions.course_model import prepare_data
+from tests.tiny_course_model import TINY_CORPUS, use_tiny_draft
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -70,8 +65,7 @@ def test_course_tokenizer_encodes_and_decodes_like_chapter_04(tmp_path: Path) ->
 
 
 def _train_tiny(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(course_model, "CORPUS", TINY_CORPUS)
-    monkeypatch.setitem(course_model.CONFIGS, "draft", TINY)
+    use_tiny_draft(monkeypatch)
     course_model.train_course_model("draft", folder, progress=False)
 
 
