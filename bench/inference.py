@@ -1,0 +1,441 @@
+"""Chapter 09's accelerations, each measured side by side with the way it replaces, in one run.
+
+Four tables, every number a ratio to a baseline measured in the same run:
+
+1. Attention at several lengths L (one head, d = 64, causal, float32): chapter 09's
+   ``flash_attention`` (tiled, online softmax, plain PyTorch) against the naive attention
+   that materialises the (L, L) scores (chapter 01's ``scaled_dot_product_attention``)
+   and against ``torch.nn.functional.scaled_dot_product_attention`` (PyTorch's fused
+   kernel). Time: medians of interleaved repeats in this process. Peak memory: each
+   variant at each length runs in a fresh subprocess, which creates its inputs, resets
+   the kernel's resident-set high-water mark (``/proc/self/clear_refs``), runs the
+   attention once and reads ``VmHWM`` from ``/proc/self/status``: the peak resident
+   memory above what the process held before the call.
+2. Greedy generation on the course model (chapter 04, main): ``generate_with_kv_cache``
+   against recomputing the whole prefix at every step (chapter 07's ``generate`` at
+   temperature 0), tokens per second at several final lengths; both give the same tokens.
+3. Speculative decoding, the course's draft model proposing gamma tokens for the main
+   model, against plain sampling from the main model (temperature 1): acceptance rate,
+   target forward passes per generated token and the wall-clock ratio, for several gamma.
+4. The main course model with every ``nn.Linear`` replaced by ``Int8Linear.from_float``:
+   the bytes of its weights and the time of a forward pass against float32.
+
+    python -m bench inference      (or: make bench)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from bench import RESULTS
+
+ROOT = Path(__file__).resolve().parent.parent
+D_HEAD = 64
+LENGTHS = (1024, 4096, 16384)
+ATTN_REPEATS = 3
+KV_LENGTHS = (32, 64, 128)  # final lengths; the course model sees at most 128 tokens
+KV_REPEATS = 5
+PROMPT = "Return the number of"
+GAMMAS = (1, 2, 4, 8)
+SPEC_PROMPTS = ("Return the", "If the file", "This module provides")
+SPEC_NEW_TOKENS = 64
+SPEC_REPEATS = 2
+INT8_BATCH = (16, 128)
+INT8_REPEATS = 9
+
+
+# ------------------------------------------------------------------------- attention
+
+
+def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal attention the textbook way: chapter 01's reference, with its (L, L) scores."""
+    from solutions.attention import causal_mask, scaled_dot_product_attention
+
+    mask = causal_mask(q.shape[-2], device=q.device)  # (L, L)
+    return scaled_dot_product_attention(q, k, v, mask)[0]  # (1, 1, L, d)
+
+
+def flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Chapter 09's tiled attention with the online softmax, causal."""
+    from solutions.inference import flash_attention
+
+    return flash_attention(q, k, v, causal=True)
+
+
+def attention_variants() -> dict[str, Callable[..., torch.Tensor]]:
+    return {
+        "flash_attention (ch. 09)": flash,
+        "naive (ch. 01, (L, L) scores)": naive_attention,
+        "torch SDPA": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+    }
+
+
+def _inputs(length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(length)
+    return tuple(torch.randn(1, 1, length, D_HEAD, generator=g) for _ in range(3))
+
+
+def _kib(field: str) -> int:
+    """A line of /proc/self/status (VmRSS, VmHWM), in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def peak_memory_child(name: str, length: int) -> None:
+    """In a fresh process: the peak resident memory (bytes) of one attention call, printed."""
+    torch.set_num_threads(2)
+    fn = attention_variants()[name]
+    with torch.no_grad():
+        fn(*_inputs(256))  # warm-up: lazy initialisation is not the attention's memory
+        q, k, v = _inputs(length)
+        Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
+        before = _kib("VmRSS")
+        out = fn(q, k, v)
+        peak = _kib("VmHWM")
+    print(json.dumps({"peak_bytes": 1024 * (peak - before), "out_bytes": out.nbytes}))
+
+
+def peak_memory(name: str, length: int) -> int:
+    """``peak_memory_child`` in a subprocess; returns the peak bytes above the baseline."""
+    code = f"from bench.inference import peak_memory_child; peak_memory_child({name!r}, {length})"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_bytes"]
+
+
+def _median_times(
+    runs: dict[str, Callable[[], object]], repeats: int, warm_up: bool = True
+) -> dict[str, float]:
+    """Median seconds of each run, interleaved repeat by repeat (after one warm-up each)."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    if warm_up:
+        for run in runs.values():
+            run()
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def bench_attention(progress: tqdm) -> str:
+    variants = attention_variants()
+    flash, naive, sdpa = variants
+    rows = []
+    for length in LENGTHS:
+        q, k, v = _inputs(length)
+        with torch.no_grad():
+            gap = (variants[flash](q, k, v) - variants[sdpa](q, k, v)).abs().max().item()
+            runs = {name: (lambda f=f, x=(q, k, v): f(*x)) for name, f in variants.items()}
+            long = length == max(LENGTHS)  # seconds per call: warmed up by the shorter ones
+            seconds = _median_times(runs, 1 if long else ATTN_REPEATS, warm_up=not long)
+        progress.update(1)
+        peaks = {}
+        for name in variants:
+            peaks[name] = peak_memory(name, length)
+            progress.update(1)
+        scores_mib = length * length * 4 / 2**20
+        for name in variants:
+            rows.append(
+                [
+                    f"{length:,}",
+                    name,
+                    f"{1e3 * seconds[name]:.1f}",
+                    f"{seconds[name] / seconds[naive]:.2f}",
+                    f"{seconds[name] / seconds[sdpa]:.2f}",
+                    f"{peaks[name] / 2**20:.1f}",
+                    f"{peaks[name] / peaks[naive]:.3f}",
+                    f"{peaks[name] / max(peaks[sdpa], 1):.1f}",
+                    f"{scores_mib:,.0f}" if name == naive else "",
+                ]
+            )
+        assert gap < 1e-4, f"flash_attention differs from torch SDPA by {gap} at L={length}"
+    header = [
+        "L",
+        "attention",
+        "ms",
+        "time / naive",
+        "time / SDPA",
+        "peak MiB",
+        "peak / naive",
+        "peak / SDPA",
+        "one (L, L) float32 matrix, MiB",
+    ]
+    note = (
+        f"One head, d = {D_HEAD}, causal, float32, batch 1, {torch.get_num_threads()} CPU "
+        f"threads. Time: median of {ATTN_REPEATS} interleaved repeats after a warm-up (at "
+        f"L = {max(LENGTHS):,}: one run, warmed up by the shorter lengths). Peak "
+        "memory: each variant and length in its own subprocess, the resident-set high-water "
+        "mark (`VmHWM`, reset through `/proc/self/clear_refs`) minus the resident set just "
+        "before the call, after the inputs exist; the output itself is L x 64 x 4 bytes "
+        f"({LENGTHS[-1] * D_HEAD * 4 / 2**20:.0f} MiB at L = {LENGTHS[-1]:,}). The flash "
+        "output matches torch SDPA to 1e-4 at every length."
+    )
+    return _table(header, rows, note)
+
+
+# ---------------------------------------------------------------------- the course model
+
+
+def _models():
+    from solutions.course_model import load_course_model
+
+    main, tokenizer = load_course_model("main")
+    draft, _ = load_course_model("draft")
+    return main.eval(), draft.eval(), tokenizer
+
+
+def bench_kv_cache(main, tokenizer, progress: tqdm) -> str:
+    from solutions.inference import generate_with_kv_cache
+    from solutions.sampling import generate
+
+    prompt = torch.tensor([tokenizer.encode(PROMPT)])  # (1, P)
+    rows = []
+    for length in KV_LENGTHS:
+        new = length - prompt.shape[1]
+        with torch.no_grad():
+            cached = generate_with_kv_cache(main, prompt, new)
+            full = generate(main, prompt, new, temperature=0.0)
+            same = torch.equal(cached, full)
+            seconds = _median_times(
+                {
+                    "kv": lambda n=new: generate_with_kv_cache(main, prompt, n),
+                    "full": lambda n=new: generate(main, prompt, n, temperature=0.0),
+                },
+                KV_REPEATS,
+            )
+        progress.update(1)
+        assert same, f"KV-cache generation differs from recomputation at length {length}"
+        tps = {name: new / s for name, s in seconds.items()}
+        rows.append(
+            [
+                f"{length}",
+                f"{new}",
+                f"{tps['full']:,.0f}",
+                f"{tps['kv']:,.0f}",
+                f"{tps['kv'] / tps['full']:.2f}",
+                "yes" if same else "NO",
+            ]
+        )
+    header = [
+        "final length",
+        "new tokens",
+        "recompute tokens/s",
+        "KV cache tokens/s",
+        "KV / recompute",
+        "same tokens",
+    ]
+    note = (
+        f"Greedy generation on the main course model after the {prompt.shape[1]}-token prompt "
+        f"{PROMPT!r}, batch 1, {torch.get_num_threads()} CPU threads; median of {KV_REPEATS} "
+        "interleaved repeats. Recompute: chapter 07's `generate` at temperature 0, which runs "
+        "the model on the whole sequence at every step."
+    )
+    return _table(header, rows, note)
+
+
+def bench_speculative(main, draft, tokenizer, progress: tqdm) -> str:
+    from solutions.inference import speculative_decode
+    from solutions.sampling import generate
+
+    prompts = [torch.tensor([tokenizer.encode(p)]) for p in SPEC_PROMPTS]
+
+    def plain() -> None:
+        for i, ids in enumerate(prompts):
+            g = torch.Generator().manual_seed(i)
+            generate(main, ids, SPEC_NEW_TOKENS, temperature=1.0, generator=g)
+
+    stats_by_gamma: dict[int, dict[str, float]] = {}
+
+    def speculative(gamma: int) -> Callable[[], None]:
+        def run() -> None:
+            totals: dict[str, float] = {}
+            for i, ids in enumerate(prompts):
+                g = torch.Generator().manual_seed(i)
+                out, stats = speculative_decode(
+                    main, draft, ids, SPEC_NEW_TOKENS, gamma=gamma, temperature=1.0, generator=g
+                )
+                totals["new"] = totals.get("new", 0) + out.shape[1] - ids.shape[1]
+                for key, value in stats.items():
+                    if isinstance(value, (int, float)):
+                        totals[key] = totals.get(key, 0) + value
+            stats_by_gamma[gamma] = totals
+
+        return run
+
+    runs = {"plain": plain, **{f"gamma={g}": speculative(g) for g in GAMMAS}}
+    with torch.no_grad():
+        seconds = _median_times(runs, SPEC_REPEATS, warm_up=False)
+    progress.update(1)
+    rows = [["plain sampling (main model)", "", "1.00", "0", "1.00", "1.00"]]
+    for gamma in GAMMAS:
+        s = stats_by_gamma[gamma]
+        rows.append(
+            [
+                f"speculative, gamma = {gamma}",
+                f"{s[ACCEPTED] / s[PROPOSED]:.2f}",
+                f"{s[TARGET_CALLS] / s['new']:.2f}",
+                f"{s[DRAFT_CALLS] / s['new']:.2f}",
+                f"{seconds[f'gamma={gamma}'] / seconds['plain']:.2f}",
+                f"{seconds['plain'] / seconds[f'gamma={gamma}']:.2f}",
+            ]
+        )
+    header = [
+        "decoding",
+        "acceptance rate (accepted / proposed)",
+        "target forwards / token",
+        "draft forwards / token",
+        "time / plain",
+        "speed-up",
+    ]
+    note = (
+        f"Sampling at temperature 1, {SPEC_NEW_TOKENS} new tokens after each of "
+        f"{len(SPEC_PROMPTS)} prompts, the draft course model ({_count(draft):,} parameters) "
+        f"proposing for the main one ({_count(main):,}); {torch.get_num_threads()} CPU "
+        f"threads, median of {SPEC_REPEATS} interleaved repeats. Plain sampling: chapter "
+        "07's `generate`, one target forward pass per token. Both recompute the whole "
+        "sequence at every forward pass (no KV cache)."
+    )
+    return _table(header, rows, note)
+
+
+# The keys of speculative_decode's stats.
+ACCEPTED, PROPOSED = "accepted", "proposed"
+TARGET_CALLS, DRAFT_CALLS = "target_forwards", "draft_forwards"
+
+
+def _count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of every parameter and buffer, each shared tensor counted once."""
+    seen, total = set(), 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.nbytes
+    return total
+
+
+def quantized_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose blocks' ``nn.Linear`` layers are ``Int8Linear.from_float``.
+
+    The output layer stays: its weight is the token embedding (tied), which a lookup
+    table needs in float anyway, so an int8 copy of it would add memory, not save it.
+    """
+    import copy
+
+    from solutions.inference import Int8Linear
+
+    model = copy.deepcopy(model)
+    for module in list(model.blocks.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.Linear):
+                setattr(module, name, Int8Linear.from_float(child))
+    return model
+
+
+def bench_int8(main, progress: tqdm) -> str:
+    from solutions.course_model import CORPUS, evaluate_loss, prepare_data
+
+    int8 = quantized_copy(main).eval()
+    _, _, val_ids, _ = prepare_data(CORPUS, progress=False)
+    val_ids = val_ids[: 64 * 128 + 1]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(main.tok_emb.num_embeddings, INT8_BATCH, generator=g)
+    with torch.no_grad():
+        seconds = _median_times({"fp32": lambda: main(x), "int8": lambda: int8(x)}, INT8_REPEATS)
+        loss = {
+            "fp32": evaluate_loss(main, val_ids, 128),
+            "int8": evaluate_loss(int8, val_ids, 128),
+        }
+    progress.update(1)
+    size = {"fp32": weight_bytes(main), "int8": weight_bytes(int8)}
+    rows = []
+    for name, label in (("fp32", "float32"), ("int8", "Int8Linear (per-channel)")):
+        rows.append(
+            [
+                label,
+                f"{size[name] / 2**20:.2f}",
+                f"{size[name] / size['fp32']:.2f}",
+                f"{1e3 * seconds[name]:.1f}",
+                f"{seconds[name] / seconds['fp32']:.2f}",
+                f"{math.exp(loss[name]):.3f}",
+                f"{100 * (math.exp(loss[name] - loss['fp32']) - 1):+.2f}",
+            ]
+        )
+    header = [
+        "main course model",
+        "weights MiB",
+        "/ float32",
+        "forward ms",
+        "/ float32",
+        "val ppl",
+        "ppl change %",
+    ]
+    note = (
+        "Every `nn.Linear` of the blocks (attention projections, MLP) replaced by "
+        "`Int8Linear.from_float` (per-channel scales); the embeddings, whose matrix is also "
+        "the tied output layer, and the norms stay float32. Forward pass on a batch "
+        f"of {INT8_BATCH[0]} x {INT8_BATCH[1]} tokens, median of {INT8_REPEATS} interleaved "
+        f"repeats, {torch.get_num_threads()} CPU threads. Validation perplexity on the first "
+        f"{len(val_ids) - 1:,} validation tokens."
+    )
+    return _table(header, rows, note)
+
+
+# ---------------------------------------------------------------------------- the page
+
+
+def _table(header: list[str], rows: list[list[str]], note: str) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def main() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        main_model, draft, tokenizer = _models()
+        steps = len(LENGTHS) * 4 + len(KV_LENGTHS) + 2
+        with tqdm(total=steps, desc="bench.inference") as progress:
+            sections = [
+                ("Flash attention: time and peak memory", bench_attention(progress)),
+                ("KV cache: greedy generation", bench_kv_cache(main_model, tokenizer, progress)),
+                (
+                    "Speculative decoding",
+                    bench_speculative(main_model, draft, tokenizer, progress),
+                ),
+                ("int8 weights", bench_int8(main_model, progress)),
+            ]
+    finally:
+        torch.set_num_threads(threads)
+    text = "\n".join(f"## {title}\n\n{table}" for title, table in sections)
+    text += (
+        f"\ntorch {torch.__version__}, Python {platform.python_version()}, {platform.machine()}.\n"
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "inference.md").write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
