@@ -181,9 +181,8 @@ class Int8Linear(nn.Module):
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
         layer = layer.to(linear.weight.device)
         with torch.no_grad():
-            q, scale = quantize_int8(
-                linear.weight.detach(), per_channel=True
-            )  # (out, in), (out, 1)
+            w = linear.weight.detach()  # (out, in)
+            q, scale = quantize_int8(w, per_channel=True)  # (out, in), (out, 1)
             layer.weight_int8 = q
             layer.scale = scale
             if linear.bias is not None:
