@@ -42,16 +42,20 @@ from tqdm import tqdm
 from bench import RESULTS
 
 ROOT = Path(__file__).resolve().parent.parent
+# One CPU thread for every measurement: flash attention's per-tile operations and the tiny
+# course models lose more to synchronising a second thread than they gain from it (and on
+# a shared machine a second thread makes every timing depend on the neighbours).
+THREADS = 1
 D_HEAD = 64
 LENGTHS = (1024, 4096, 16384)
-ATTN_REPEATS = 3
+ATTN_REPEATS = 5
 KV_LENGTHS = (32, 64, 128)  # final lengths; the course model sees at most 128 tokens
-KV_REPEATS = 5
+KV_REPEATS = 7
 PROMPT = "Return the number of"
 GAMMAS = (1, 2, 4, 8)
 SPEC_PROMPTS = ("Return the", "If the file", "This module provides")
 SPEC_NEW_TOKENS = 64
-SPEC_REPEATS = 2
+SPEC_REPEATS = 3
 INT8_BATCH = (16, 128)
 INT8_REPEATS = 9
 
@@ -97,7 +101,7 @@ def _kib(field: str) -> int:
 
 def peak_memory_child(name: str, length: int) -> None:
     """In a fresh process: the peak resident memory (bytes) of one attention call, printed."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     fn = attention_variants()[name]
     with torch.no_grad():
         fn(*_inputs(256))  # warm-up: lazy initialisation is not the attention's memory
@@ -178,8 +182,8 @@ def bench_attention(progress: tqdm) -> str:
         "one (L, L) float32 matrix, MiB",
     ]
     note = (
-        f"One head, d = {D_HEAD}, causal, float32, batch 1, {torch.get_num_threads()} CPU "
-        f"threads. Time: median of {ATTN_REPEATS} interleaved repeats after a warm-up (at "
+        f"One head, d = {D_HEAD}, causal, float32, batch 1, {_threads()}. "
+        f"Time: median of {ATTN_REPEATS} interleaved repeats after a warm-up (at "
         f"L = {max(LENGTHS):,}: one run, warmed up by the shorter lengths). Peak "
         "memory: each variant and length in its own subprocess, the resident-set high-water "
         "mark (`VmHWM`, reset through `/proc/self/clear_refs`) minus the resident set just "
@@ -223,10 +227,12 @@ def bench_kv_cache(main, tokenizer, progress: tqdm) -> str:
         progress.update(1)
         assert same, f"KV-cache generation differs from recomputation at length {length}"
         tps = {name: new / s for name, s in seconds.items()}
+        positions = sum(range(prompt.shape[1], length)) / (length - 1)
         rows.append(
             [
                 f"{length}",
                 f"{new}",
+                f"{positions:.1f}",
                 f"{tps['full']:,.0f}",
                 f"{tps['kv']:,.0f}",
                 f"{tps['kv'] / tps['full']:.2f}",
@@ -236,6 +242,7 @@ def bench_kv_cache(main, tokenizer, progress: tqdm) -> str:
     header = [
         "final length",
         "new tokens",
+        "positions computed, recompute / KV",
         "recompute tokens/s",
         "KV cache tokens/s",
         "KV / recompute",
@@ -243,7 +250,7 @@ def bench_kv_cache(main, tokenizer, progress: tqdm) -> str:
     ]
     note = (
         f"Greedy generation on the main course model after the {prompt.shape[1]}-token prompt "
-        f"{PROMPT!r}, batch 1, {torch.get_num_threads()} CPU threads; median of {KV_REPEATS} "
+        f"{PROMPT!r}, batch 1, {_threads()}; median of {KV_REPEATS} "
         "interleaved repeats. Recompute: chapter 07's `generate` at temperature 0, which runs "
         "the model on the whole sequence at every step."
     )
@@ -307,8 +314,8 @@ def bench_speculative(main, draft, tokenizer, progress: tqdm) -> str:
     note = (
         f"Sampling at temperature 1, {SPEC_NEW_TOKENS} new tokens after each of "
         f"{len(SPEC_PROMPTS)} prompts, the draft course model ({_count(draft):,} parameters) "
-        f"proposing for the main one ({_count(main):,}); {torch.get_num_threads()} CPU "
-        f"threads, median of {SPEC_REPEATS} interleaved repeats. Plain sampling: chapter "
+        f"proposing for the main one ({_count(main):,}); {_threads()}, "
+        f"median of {SPEC_REPEATS} interleaved repeats. Plain sampling: chapter "
         "07's `generate`, one target forward pass per token. Both recompute the whole "
         "sequence at every forward pass (no KV cache)."
     )
@@ -318,6 +325,11 @@ def bench_speculative(main, draft, tokenizer, progress: tqdm) -> str:
 # The keys of speculative_decode's stats.
 ACCEPTED, PROPOSED = "accepted", "proposed"
 TARGET_CALLS, DRAFT_CALLS = "target_forwards", "draft_forwards"
+
+
+def _threads() -> str:
+    n = torch.get_num_threads()
+    return f"{n} CPU thread" + ("s" if n > 1 else "")
 
 
 def _count(model: torch.nn.Module) -> int:
@@ -395,7 +407,7 @@ def bench_int8(main, progress: tqdm) -> str:
         "`Int8Linear.from_float` (per-channel scales); the embeddings, whose matrix is also "
         "the tied output layer, and the norms stay float32. Forward pass on a batch "
         f"of {INT8_BATCH[0]} x {INT8_BATCH[1]} tokens, median of {INT8_REPEATS} interleaved "
-        f"repeats, {torch.get_num_threads()} CPU threads. Validation perplexity on the first "
+        f"repeats, {_threads()}. Validation perplexity on the first "
         f"{len(val_ids) - 1:,} validation tokens."
     )
     return _table(header, rows, note)
@@ -412,13 +424,14 @@ def _table(header: list[str], rows: list[list[str]], note: str) -> str:
 
 def main() -> None:
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     try:
         main_model, draft, tokenizer = _models()
         steps = len(LENGTHS) * 4 + len(KV_LENGTHS) + 2
         with tqdm(total=steps, desc="bench.inference") as progress:
+            attention = bench_attention(progress)
             sections = [
-                ("Flash attention: time and peak memory", bench_attention(progress)),
+                ("Flash attention: time and peak memory", attention),
                 ("KV cache: greedy generation", bench_kv_cache(main_model, tokenizer, progress)),
                 (
                     "Speculative decoding",
