@@ -520,7 +520,9 @@ class PrefixCache:
     preamble, an earlier turn of the conversation) copies the longest such common
     prefix from that cache, which is valid because the model is causal: keys and
     values at a position depend only on the tokens up to it. Only the rest of the
-    prompt is computed (at least its last token, whose logits are needed).
+    prompt is computed (at least its last token, whose logits are needed). Nothing
+    is evicted here; a server bounds this memory (dropping the least recently used
+    prompts first, or sharing fixed-size blocks of the cache between requests).
 
     Attributes:
         model: the course GPT.
