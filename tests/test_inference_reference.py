@@ -522,3 +522,26 @@ def test_quantizer_and_distillation_bad_arguments() -> None:
         S.distillation_loss(s, s, labels=torch.zeros(3, dtype=torch.long), alpha=1.5)
     with pytest.raises(ValueError, match="labels"):
         S.distillation_loss(s, s, labels=torch.zeros(4, dtype=torch.long))
+
+
+def test_cache_forward_and_batch_bad_arguments() -> None:
+    model = _gpt()
+    ids = torch.zeros(2, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="input_ids"):
+        S.forward_with_cache(model, torch.zeros(4, dtype=torch.long), S.KVCache(2))
+    with pytest.raises(ValueError, match="cache"):
+        S.forward_with_cache(model, ids, S.KVCache(3))
+    with pytest.raises(ValueError, match="positions"):
+        S.forward_with_cache(
+            model, ids, S.KVCache(2), positions=torch.zeros(2, 3, dtype=torch.long)
+        )
+    with pytest.raises(ValueError, match="key_mask"):
+        S.forward_with_cache(model, ids, S.KVCache(2), key_mask=torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="exceed"):
+        S.forward_with_cache(model, torch.zeros(1, 49, dtype=torch.long), S.KVCache(2))
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        S.generate_batch(model, [torch.zeros(40, dtype=torch.long)], 9)
+    with pytest.raises(ValueError, match="prompts"):
+        S.generate_batch(model, [torch.zeros(2, 3, dtype=torch.long)], 1)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        S.PrefixCache(model).generate(torch.zeros(1, 3, dtype=torch.long), -1)
