@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+import solutions.alignment
 import solutions.architectures
 import solutions.attention
 import solutions.evaluation
+import solutions.inference
 import solutions.moe
 import solutions.sampling
 import solutions.training
@@ -23,8 +25,10 @@ NOTEBOOKS = {  # module, exercises, figures
     "02_architectures": (solutions.architectures, 11, 6),
     "03_moe": (solutions.moe, 4, 2),
     "04_training": (solutions.training, 12, 3),
+    "06_alignment": (solutions.alignment, 8, 4),
     "07_sampling": (solutions.sampling, 8, 3),
     "08_evaluation": (solutions.evaluation, 9, 5),
+    "09_inference": (solutions.inference, 13, 4),
 }
 
 
