@@ -487,10 +487,17 @@ PROMPT = Exercise(
 # ------------------------------------------------------------------------ quantize_nf4
 
 
-def nf4_friendly(g: torch.Generator, *shape: int, block_size: int, scale: float = 1.0):
-    """Normal weights whose scaled values all lie >= 1e-4 away from an NF4 midpoint."""
+def nf4_friendly(
+    g: torch.Generator, *shape: int, block_size: int, scale: float = 1.0, outlier: float = 0.0
+):
+    """Normal weights whose scaled values all lie >= 1e-4 away from an NF4 midpoint.
+
+    A non-zero ``outlier`` replaces the sixth value before the check.
+    """
     for _ in range(100):
         w = randn(g, *shape, scale=scale)
+        if outlier:
+            w.view(-1)[5] = outlier
         blocks = w.reshape(-1, block_size)
         scaled = blocks / blocks.abs().amax(1, keepdim=True).clamp_min(1e-30)
         if (scaled[..., None] - MIDPOINTS).abs().min() > 1e-4:
@@ -501,8 +508,8 @@ def nf4_friendly(g: torch.Generator, *shape: int, block_size: int, scale: float 
 def _quantize_cases(g: torch.Generator) -> list[Case]:
     zeros_first = nf4_friendly(g, 2, 64, block_size=64)
     zeros_first[0] = 0.0
-    heavy = nf4_friendly(g, 128, block_size=16, scale=0.02)
-    heavy[5] = 0.3  # an outlier: its block's other values crowd near 0
+    # an outlier: its block's other values crowd near 0
+    heavy = nf4_friendly(g, 128, block_size=16, scale=0.02, outlier=0.3)
     return [
         call_case("w (8, 16), block_size 64", nf4_friendly(g, 8, 16, block_size=64)),
         call_case(
