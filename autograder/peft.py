@@ -36,6 +36,7 @@ def _lora_case(g: torch.Generator, label: str, n_in: int, n_out: int, bias: bool
         "base_weight": randn(g, n_out, n_in, scale=1 / math.sqrt(n_in)),
         "init": init,
         "x": randn(g, *x_shape, n_in),
+        "x_many": randn(g, 64, n_in),
         "state": {"lora_A": randn(g, r, n_in, scale=0.5), "lora_B": randn(g, n_out, r, scale=0.5)},
     }
     if bias:
@@ -66,6 +67,7 @@ class _WrongLoRA(ref.LoRALinear):
     init_b = "zeros"  # "zeros", "random", "swap" (A zeros, B random)
     freeze = True
     merge_scaled = True
+    drop = "lora"  # "lora", "both" (also the base path), "none"
 
     def __init__(self, base, r=8, alpha=16.0, dropout=0.0):
         super().__init__(base, r, alpha, dropout)
@@ -79,6 +81,12 @@ class _WrongLoRA(ref.LoRALinear):
         if not self.freeze:
             for p in self.base.parameters():
                 p.requires_grad_(True)
+
+    def forward(self, x):
+        if self.drop == "lora":
+            return super().forward(x)
+        dropped = self.dropout(x) if self.drop == "both" else x
+        return self.base(dropped) + self.scaling * (dropped @ self.lora_A.T @ self.lora_B.T)
 
     def merge(self):
         merged = super().merge()
@@ -101,11 +109,13 @@ LORA = Exercise(
     driver=f"{PUBLIC}:lora_layer",
     output_names=(
         "fresh layer computes what the base layer does",
+        "fresh layer in training mode computes what the base layer does",
         "lora_B gets a gradient at initialisation",
         "trainable parameters",
         "output",
         "merged weight",
         "merged output",
+        "training mode (dropout) changes the LoRA path",
     ),
     tolerance=Tolerance(atol=1e-5, rtol=1e-4),
     mistakes=(
@@ -138,6 +148,19 @@ LORA = Exercise(
             "your layer leaves the base layer trainable: freeze base.weight and base.bias "
             "(requires_grad_(False)); only lora_A and lora_B learn.",
             _wrong_lora(freeze=False),
+        ),
+        Mistake(
+            "dropout_on_base",
+            "in training mode your layer changes the base layer's output too: apply dropout "
+            "to the input of the LoRA path only, base(x) + scaling · (dropout(x) A^T B^T), so "
+            "that the frozen layer computes what it was pretrained to compute.",
+            _wrong_lora(drop="both"),
+        ),
+        Mistake(
+            "dropout_ignored",
+            "your layer ignores its dropout argument: in training mode apply nn.Dropout("
+            "dropout) to the input of the LoRA path (eval mode turns it off by itself).",
+            _wrong_lora(drop="none"),
         ),
         Mistake(
             "merge_unscaled",

@@ -87,18 +87,24 @@ def _base_linear(case: Case) -> nn.Linear:
 def lora_layer(obj: Any, case: Case) -> tuple[Any, ...]:
     """``LoRALinear``: wrap the case's base layer, run it fresh, load A and B, run, merge.
 
-    Returns (whether the fresh layer computes what the base layer does, whether
-    lora_B gets a gradient at initialisation, trainable parameter names, output,
-    merged weight, merged output); the outputs are for ``case["x"]`` in eval mode.
+    Returns (whether the fresh layer computes what the base layer does, in eval
+    mode; the same in training mode, where dropout must leave the base path alone;
+    whether lora_B gets a gradient at initialisation; trainable parameter names;
+    output; merged weight; merged output; whether training mode changes the output
+    of the layer with the case's A and B on ``case["x_many"]``, i.e. dropout acts on
+    the LoRA path). The outputs are for ``case["x"]`` in eval mode.
     """
     base = _base_linear(case)
+    x, many = case["x"], case["x_many"]
     with torch.no_grad():
-        expected = base(case["x"])
+        expected = base(x)
     layer = obj(base, **case.get("init", {}))
     if not isinstance(layer, nn.Module):
         raise TypeError(f"{type(layer).__name__} is not a torch.nn.Module subclass")
+    layer.train()
+    with torch.no_grad():
+        base_alone = _same(layer(x), expected)
     layer.eval()
-    x = case["x"]
     with torch.enable_grad():
         fresh = layer(x)
         b = dict(layer.named_parameters()).get("lora_B")
@@ -115,7 +121,20 @@ def lora_layer(obj: Any, case: Case) -> tuple[Any, ...]:
         if not isinstance(merged, nn.Linear):
             raise TypeError(f"merge() should return an nn.Linear, got {type(merged).__name__}")
         merged_out = merged(x)
-    return unchanged, learns, trainable, out, merged.weight.detach(), merged_out
+        eval_many = layer(many)
+        layer.train()
+        dropout_acts = not _same(layer(many), eval_many)
+        layer.eval()
+    return (
+        unchanged,
+        base_alone,
+        learns,
+        trainable,
+        out,
+        merged.weight.detach(),
+        merged_out,
+        dropout_acts,
+    )
 
 
 def lora_model(obj: Any, case: Case) -> tuple[Any, ...]:

@@ -36,6 +36,28 @@ MUTANTS = (
     ),
     Mutant("lora_base_trainable", "LoRALinear", ((FREEZE_BASE, ""),), "base layer trainable"),
     Mutant(
+        "lora_dropout_on_base",
+        "LoRALinear",
+        (
+            (
+                "return self.base(x) + self.scaling * update",
+                "return self.base(self.dropout(x)) + self.scaling * update",
+            ),
+        ),
+        "base layer's output too",
+    ),
+    Mutant(
+        "lora_dropout_ignored",
+        "LoRALinear",
+        (
+            (
+                "update = self.dropout(x) @ self.lora_A.T @ self.lora_B.T",
+                "update = x @ self.lora_A.T @ self.lora_B.T",
+            ),
+        ),
+        "ignores its dropout argument",
+    ),
+    Mutant(
         "lora_merge_unscaled",
         "LoRALinear",
         (
