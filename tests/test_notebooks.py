@@ -14,6 +14,7 @@ import solutions.attention
 import solutions.evaluation
 import solutions.inference
 import solutions.moe
+import solutions.peft
 import solutions.sampling
 import solutions.training
 from autograder.core.stubs import drifted, exercise_cells
@@ -25,6 +26,7 @@ NOTEBOOKS = {  # module, exercises, figures
     "02_architectures": (solutions.architectures, 11, 6),
     "03_moe": (solutions.moe, 4, 2),
     "04_training": (solutions.training, 12, 3),
+    "05_peft": (solutions.peft, 8, 3),
     "06_alignment": (solutions.alignment, 8, 4),
     "07_sampling": (solutions.sampling, 8, 3),
     "08_evaluation": (solutions.evaluation, 9, 5),
