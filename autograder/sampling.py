@@ -362,7 +362,7 @@ def _generate_cases(g: torch.Generator) -> list[Case]:
             temperature=1.5, top_p=0.6, eos_token_id=2,
         ),
     ]  # fmt: skip
-    from autograder.public.sampling import TableLM
+    from autograder.core.draws import TableLM
 
     case = _table_case(g, V, "greedy until an end token", [_prompt(g, 1, 2, V), 8], temperature=0.0)
     free = ref.generate(TableLM(case["table"], case["prev"]), case["args"][0], 3, temperature=0.0)
@@ -541,7 +541,7 @@ def _best_cases(g: torch.Generator) -> list[Case]:
     for case in cases:
         case["token_values"] = randn(g, V)
     last = cases[-1]
-    from autograder.public.sampling import TableLM
+    from autograder.core.draws import TableLM
 
     greedy = ref.generate(TableLM(last["table"], last["prev"]), last["args"][0], 5, temperature=0)
     last["greedy"] = greedy.expand(last["args"][1], -1).clone()

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import solutions.inference as S
+from autograder.core.draws import chi_square
 from solutions.architectures import GPT
 from solutions.course_model import CONFIGS, CORPUS, evaluate_loss, load_course_model, prepare_data
 from solutions.sampling import generate
@@ -80,11 +81,6 @@ def test_speculative_at_temperature_zero_is_the_main_model_greedy(models, gamma:
     assert stats["accepted"] > 0
 
 
-def _chi_square(counts: torch.Tensor, probs: torch.Tensor) -> float:
-    expected = probs * counts.sum()
-    return float(((counts - expected) ** 2 / expected).sum())
-
-
 def test_speculative_tokens_follow_the_main_model_distribution(models) -> None:
     """The first sampled token after a prompt, 1500 times: its frequencies against the main
     model's exact next-token probabilities, pooled into its 8 likeliest tokens and the rest.
@@ -110,9 +106,9 @@ def test_speculative_tokens_follow_the_main_model_distribution(models) -> None:
         counts[out[0, -1]] += 1
     assert 0.6 < float(torch.minimum(p, q).sum()) < 0.8  # the acceptance probability
     # 8 degrees of freedom: P(chi2 > 35) < 1e-4 for a correct sampler.
-    assert _chi_square(pooled(counts), pooled(p)) < 35
+    assert chi_square(pooled(counts), pooled(p))[0] < 35
     # The test can tell: the draft's own distribution is rejected.
-    assert _chi_square(pooled(counts), pooled(q)) > 200
+    assert chi_square(pooled(counts), pooled(q))[0] > 200
 
 
 def test_generate_batch_gives_each_prompt_its_own_tokens(models) -> None:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import solutions.inference as S
+from autograder.core.draws import TableLM, chi_square
 from solutions.architectures import GPT
 
 
@@ -388,17 +389,6 @@ def test_prefix_cache_reuses_the_shared_prefix_and_counts_tokens() -> None:
 # --------------------------------------------------------- speculative decoding
 
 
-class _Bigram(torch.nn.Module):
-    """logits (B, L, V) = table[ids]: the next token depends on the last one only."""
-
-    def __init__(self, table: torch.Tensor) -> None:
-        super().__init__()
-        self.table = table
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.table[ids]
-
-
 def test_speculative_at_temperature_zero_is_the_target_greedy_decoding(course_models) -> None:
     main, draft, tok = course_models
     ids = torch.tensor([tok.encode('def speculative(x):\n    """Return')])
@@ -439,18 +429,16 @@ def _spec_frequencies(target, draft, prompt, runs, gamma, T):
 
 
 def _chi_square(counts: torch.Tensor, probs: torch.Tensor) -> float:
-    expected = probs * counts.sum()
-    keep = expected > 0
-    assert float(counts[~keep].sum()) == 0  # never a token of probability 0
-    return float(((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum())
+    assert float(counts[probs == 0].sum()) == 0  # never a token of probability 0
+    return chi_square(counts, probs)[0]
 
 
 @pytest.mark.parametrize(("gamma", "T"), [(1, 1.0), (3, 0.7)])
 def test_speculative_samples_have_exactly_the_target_distribution(gamma: int, T: float) -> None:
     g = torch.Generator().manual_seed(7)
     V = 4
-    target = _Bigram(torch.randn(V, V, generator=g))
-    draft = _Bigram(torch.randn(V, V, generator=g) * 2)  # a poor draft: many rejections
+    target = TableLM(torch.randn(V, V, generator=g))
+    draft = TableLM(torch.randn(V, V, generator=g) * 2)  # a poor draft: many rejections
     prompt = torch.tensor([[2]])
     p = F.softmax(target.table / T, dim=-1)  # (V, V) p(next | last)
     exact = (p[2][:, None] * p).flatten()  # p(x1) p(x2 | x1)

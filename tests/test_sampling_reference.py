@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import solutions.sampling as S
-from autograder.public.sampling import TableLM, chi_square, chi_square_threshold
+from autograder.core.draws import TableLM, chi_square, chi_square_threshold
 
 
 def _loop_top_k(row: list[float], k: int) -> list[float]:

@@ -3,7 +3,7 @@
 They run beside student code and ship to students, so they never import
 solutions/ or a grading spec. The models they build are the public
 ``course.model.CourseGPT`` (same submodules and ``state_dict`` as chapter 02's
-GPT) with the weights of the case, and ``Bigram``, a table language model.
+GPT) with the weights of the case, and ``autograder.core.draws.TableLM``, a table language model.
 
 - ``int8_linear``: ``Int8Linear.from_float`` on an ``nn.Linear`` of the case, then
   the layer rebuilt with the constructor and its own ``state_dict``.
@@ -27,33 +27,15 @@ GPT) with the weights of the case, and ``Bigram``, a table language model.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from autograder.core.compare import compare_outputs
+from autograder.core.draws import TableLM, chi_square, chi_square_threshold
 from autograder.core.spec import Case, Tolerance
 from course.model import CourseGPT
-
-Z_SCORE = 6.0  # an honest sampler fails a statistical check about once in 10^9 runs
-
-
-def chi_square_threshold(dof: int, z: float = Z_SCORE) -> float:
-    """The upper quantile of a chi-square with ``dof`` degrees of freedom at the normal
-    quantile z (Wilson-Hilferty approximation)."""
-    a = 2.0 / (9.0 * dof)
-    return dof * (1.0 - a + z * math.sqrt(a)) ** 3
-
-
-def chi_square(counts: torch.Tensor, probs: torch.Tensor) -> tuple[float, int]:
-    """Pearson's statistic of ``counts`` (K,) against ``probs`` (K,) on the outcomes of
-    probability > 0, and its degrees of freedom."""
-    support = probs > 0
-    expected = probs[support].double() * float(counts.sum())
-    stat = float(((counts[support].double() - expected) ** 2 / expected).sum())
-    return stat, int(support.sum()) - 1
 
 
 def build_gpt(config: dict[str, int], state: dict[str, torch.Tensor]) -> CourseGPT:
@@ -61,17 +43,6 @@ def build_gpt(config: dict[str, int], state: dict[str, torch.Tensor]) -> CourseG
     model = CourseGPT(**config)
     model.load_state_dict(state)
     return model.eval()
-
-
-class Bigram(torch.nn.Module):
-    """logits (B, L, V) = table[ids]: the next token depends on the last one only."""
-
-    def __init__(self, table: torch.Tensor) -> None:
-        super().__init__()
-        self.table = table  # (V, V)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.table[ids]  # (B, L, V)
 
 
 class SimpleCache:
@@ -277,7 +248,7 @@ def speculative(obj: Any, case: Case) -> Any:
     """``obj(target, draft, ids, n, gamma=..., temperature=..., generator=...)``.
 
     Cases with ``target_config``: one call on course GPTs; returns (ids, stats).
-    Cases with ``runs``: ``runs`` calls on ``Bigram`` tables, seeds seed..seed+runs-1;
+    Cases with ``runs``: ``runs`` calls on ``TableLM`` bigram tables, seeds seed..seed+runs-1;
     returns (counts of the first two new tokens (V * V,), summed stats).
     """
     kwargs = case.get("kwargs", {})
@@ -286,7 +257,7 @@ def speculative(obj: Any, case: Case) -> Any:
         draft = build_gpt(case["draft_config"], case["draft_state"])
         g = torch.Generator().manual_seed(case["seed"])
         return obj(target, draft, *case["args"], **kwargs, generator=g)
-    target, draft = Bigram(case["target_table"]), Bigram(case["draft_table"])
+    target, draft = TableLM(case["target_table"]), TableLM(case["draft_table"])
     ids, n = case["args"]
     V = case["target_table"].shape[0]
     counts = torch.zeros(V * V, dtype=torch.int64)

@@ -3,10 +3,11 @@
 They run beside student code and ship to students, so they never import
 solutions/ or a grading spec.
 
-- ``TableLM``: a tiny deterministic language model built from two tables,
-  logits(t) = table[ids_t] + prev[ids_{t-1}], so the decoding exercises can be
-  graded without a trained network (it depends on the last two tokens, so a
-  loop that feeds the model only the last token gives other answers).
+- The models are ``autograder.core.draws.TableLM``: a tiny deterministic language
+  model built from two tables, logits(t) = table[ids_t] + prev[ids_{t-1}], so the
+  decoding exercises can be graded without a trained network (it depends on the
+  last two tokens, so a loop that feeds the model only the last token gives other
+  answers).
 - ``sample_draws`` and ``check_samples``: ``sample_next_token`` on many copies
   of a few logit rows; the answer passes when it equals the reference's draws
   (same use of the generator) or, otherwise, when it never emits a filtered
@@ -22,29 +23,13 @@ solutions/ or a grading spec.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
 from autograder.core.compare import compare_outputs
+from autograder.core.draws import TableLM, chi_square, chi_square_threshold
 from autograder.core.spec import Case, Tolerance
-
-
-class TableLM(torch.nn.Module):
-    """logits (B, L, V) = table[ids] + prev[ids shifted right by one] (nothing at t = 0)."""
-
-    def __init__(self, table: torch.Tensor, prev: torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.table = table  # (V, V)
-        self.prev = torch.zeros_like(table) if prev is None else prev  # (V, V)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if ids.dim() != 2:
-            raise ValueError(f"the model expects ids of shape (B, L), got {tuple(ids.shape)}")
-        logits = self.table[ids]  # (B, L, V)
-        shifted = self.prev[ids[:, :-1]]  # (B, L - 1, V)
-        return torch.cat([logits[:, :1], logits[:, 1:] + shifted], dim=1)
 
 
 def _model(case: Case) -> TableLM:
@@ -80,26 +65,6 @@ def sample_draws(obj: Any, case: Case) -> tuple[Any, bool]:
         )
 
     return first, same(first, again) and not same(first, other)
-
-
-Z_SCORE = 6.0  # an honest implementation fails a statistical check once in ~10^9 draws
-
-
-def chi_square_threshold(dof: int, z: float = Z_SCORE) -> float:
-    """The upper quantile of a chi-square with ``dof`` degrees of freedom at the normal
-    quantile z (Wilson-Hilferty approximation)."""
-    a = 2.0 / (9.0 * dof)
-    return dof * (1.0 - a + z * math.sqrt(a)) ** 3
-
-
-def chi_square(counts: torch.Tensor, probs: torch.Tensor) -> tuple[float, int]:
-    """Pearson's statistic of ``counts`` (V,) against ``probs`` (V,) on the tokens with
-    probability > 0, and its degrees of freedom."""
-    support = probs > 0
-    n = float(counts.sum())
-    expected = probs[support].double() * n
-    stat = float(((counts[support].double() - expected) ** 2 / expected).sum())
-    return stat, int(support.sum()) - 1
 
 
 def check_samples(case: Case, actual: Any, tolerance: Tolerance) -> str | None:
