@@ -27,11 +27,8 @@ from __future__ import annotations
 
 import json
 import math
-import platform
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from bench import RESULTS
+from bench import markdown_table, median_times, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 # One CPU thread for every measurement: flash attention's per-tile operations and the tiny
@@ -122,22 +119,6 @@ def peak_memory(name: str, length: int) -> int:
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
-def _median_times(
-    runs: dict[str, Callable[[], object]], repeats: int, warm_up: bool = True
-) -> dict[str, float]:
-    """Median seconds of each run, interleaved repeat by repeat (after one warm-up each)."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    if warm_up:
-        for run in runs.values():
-            run()
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def bench_attention(progress: tqdm) -> str:
     variants = attention_variants()
     flash, naive, sdpa = variants
@@ -148,7 +129,7 @@ def bench_attention(progress: tqdm) -> str:
             gap = (variants[flash](q, k, v) - variants[sdpa](q, k, v)).abs().max().item()
             runs = {name: (lambda f=f, x=(q, k, v): f(*x)) for name, f in variants.items()}
             long = length == max(LENGTHS)  # seconds per call: warmed up by the shorter ones
-            seconds = _median_times(runs, 1 if long else ATTN_REPEATS, warm_up=not long)
+            seconds = median_times(runs, 1 if long else ATTN_REPEATS, warm_up=not long)
         progress.update(1)
         peaks = {}
         for name in variants:
@@ -191,7 +172,7 @@ def bench_attention(progress: tqdm) -> str:
         f"({LENGTHS[-1] * D_HEAD * 4 / 2**20:.0f} MiB at L = {LENGTHS[-1]:,}). The flash "
         "output matches torch SDPA to 1e-4 at every length."
     )
-    return _table(header, rows, note)
+    return markdown_table(header, rows, note)
 
 
 # ---------------------------------------------------------------------- the course model
@@ -217,7 +198,7 @@ def bench_kv_cache(main, tokenizer, progress: tqdm) -> str:
             cached = generate_with_kv_cache(main, prompt, new)
             full = generate(main, prompt, new, temperature=0.0)
             same = torch.equal(cached, full)
-            seconds = _median_times(
+            seconds = median_times(
                 {
                     "kv": lambda n=new: generate_with_kv_cache(main, prompt, n),
                     "full": lambda n=new: generate(main, prompt, n, temperature=0.0),
@@ -254,7 +235,7 @@ def bench_kv_cache(main, tokenizer, progress: tqdm) -> str:
         "interleaved repeats. Recompute: chapter 07's `generate` at temperature 0, which runs "
         "the model on the whole sequence at every step."
     )
-    return _table(header, rows, note)
+    return markdown_table(header, rows, note)
 
 
 def bench_speculative(main, draft, tokenizer, progress: tqdm) -> str:
@@ -288,7 +269,7 @@ def bench_speculative(main, draft, tokenizer, progress: tqdm) -> str:
 
     runs = {"plain": plain, **{f"gamma={g}": speculative(g) for g in GAMMAS}}
     with torch.no_grad():
-        seconds = _median_times(runs, SPEC_REPEATS, warm_up=False)
+        seconds = median_times(runs, SPEC_REPEATS, warm_up=False)
     progress.update(1)
     rows = [["plain sampling (main model)", "", "1.00", "0", "1.00", "1.00"]]
     for gamma in GAMMAS:
@@ -319,7 +300,7 @@ def bench_speculative(main, draft, tokenizer, progress: tqdm) -> str:
         "07's `generate`, one target forward pass per token. Both recompute the whole "
         "sequence at every forward pass (no KV cache)."
     )
-    return _table(header, rows, note)
+    return markdown_table(header, rows, note)
 
 
 # The keys of speculative_decode's stats.
@@ -373,7 +354,7 @@ def bench_int8(main, progress: tqdm) -> str:
     g = torch.Generator().manual_seed(0)
     x = torch.randint(main.tok_emb.num_embeddings, INT8_BATCH, generator=g)
     with torch.no_grad():
-        seconds = _median_times({"fp32": lambda: main(x), "int8": lambda: int8(x)}, INT8_REPEATS)
+        seconds = median_times({"fp32": lambda: main(x), "int8": lambda: int8(x)}, INT8_REPEATS)
         loss = {
             "fp32": evaluate_loss(main, val_ids, 128),
             "int8": evaluate_loss(int8, val_ids, 128),
@@ -410,16 +391,10 @@ def bench_int8(main, progress: tqdm) -> str:
         f"repeats, {_threads()}. Validation perplexity on the first "
         f"{len(val_ids) - 1:,} validation tokens."
     )
-    return _table(header, rows, note)
+    return markdown_table(header, rows, note)
 
 
 # ---------------------------------------------------------------------------- the page
-
-
-def _table(header: list[str], rows: list[list[str]], note: str) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n\n" + note + "\n"
 
 
 def main() -> None:
@@ -441,13 +416,7 @@ def main() -> None:
             ]
     finally:
         torch.set_num_threads(threads)
-    text = "\n".join(f"## {title}\n\n{table}" for title, table in sections)
-    text += (
-        f"\ntorch {torch.__version__}, Python {platform.python_version()}, {platform.machine()}.\n"
-    )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "inference.md").write_text(text, encoding="utf-8")
-    print(text)
+    write_report("inference", sections)
 
 
 if __name__ == "__main__":

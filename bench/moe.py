@@ -19,13 +19,11 @@ gives the medians and the ratios to the dense computation.
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
-from bench import write_table
+from bench import median_times, write_table
 from solutions.attention import FeedForward
 from solutions.moe import MoELayer, top_k_routing
 
@@ -78,23 +76,15 @@ def main() -> None:
         "forward": {n: _forward(f) for n, f in candidates.items()},
         "forward + backward": {n: _training_step(f, params) for n, f in candidates.items()},
     }
-    times: dict[tuple[str, str], list[float]] = {(m, n): [] for m in modes for n in candidates}
-    for mode, runs in modes.items():
-        for run in runs.values():  # warm-up
-            run()
-        for _ in range(REPEATS):
-            for name, run in runs.items():  # interleaved: each repeat runs all of them
-                start = time.perf_counter()
-                run()
-                times[(mode, name)].append(time.perf_counter() - start)
+    medians = {mode: median_times(runs, REPEATS) for mode, runs in modes.items()}
 
     dense_name = "dense: every expert on every token"
     rows = []
     for name in candidates:
         row = [name]
         for mode in modes:
-            median = statistics.median(times[(mode, name)])
-            ratio = median / statistics.median(times[(mode, dense_name)])
+            median = medians[mode][name]
+            ratio = median / medians[mode][dense_name]
             row += [f"{1e3 * median:.1f}", f"{ratio:.2f}"]
         rows.append(row)
     note = (

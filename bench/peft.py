@@ -32,9 +32,6 @@ model, interleaved; the merged logits are checked against the unmerged ones.
 from __future__ import annotations
 
 import copy
-import platform
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -42,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from bench import RESULTS
+from bench import markdown_table, median_times, write_report
 from solutions.course_model import load_course_model
 from solutions.peft import LoRALinear, QLoRALinear, apply_lora, count_parameters
 
@@ -144,19 +141,6 @@ class Method:
         }
 
 
-def _interleaved(runs: dict[str, Callable[[], None]], repeats: int, progress: tqdm) -> dict:
-    for run in runs.values():  # warm-up
-        run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-        progress.update(1)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def _kib(n: int) -> str:
     return f"{n / 1024:,.0f}"
 
@@ -170,7 +154,7 @@ def bench_training(base: nn.Module, x, y, progress: tqdm) -> str:
     methods = {name: Method(model, x, y) for name, model in models.items()}
     memory = {name: m.memory() for name, m in methods.items()}
     progress.update(1)
-    seconds = _interleaved({n: m.step for n, m in methods.items()}, STEP_REPEATS, progress)
+    seconds = median_times({n: m.step for n, m in methods.items()}, STEP_REPEATS, progress=progress)
 
     full_name = next(iter(methods))
     full, total = memory[full_name], count_parameters(base)
@@ -232,7 +216,7 @@ def bench_training(base: nn.Module, x, y, progress: tqdm) -> str:
         f"pass instead. Step: forward + backward + AdamW step, median of {STEP_REPEATS} "
         f"interleaved repeats, {THREADS} CPU thread."
     )
-    return _table(header, rows, note)
+    return markdown_table(header, rows, note)
 
 
 def bench_forward(base: nn.Module, x: torch.Tensor, progress: tqdm) -> str:
@@ -263,7 +247,8 @@ def bench_forward(base: nn.Module, x: torch.Tensor, progress: tqdm) -> str:
 
         return forward
 
-    seconds = _interleaved({n: run(m) for n, m in models.items()}, FORWARD_REPEATS, progress)
+    runs = {n: run(m) for n, m in models.items()}
+    seconds = median_times(runs, FORWARD_REPEATS, progress=progress)
     first = next(iter(models))
     rows = [[name, f"{1e3 * s:.1f}", f"{s / seconds[first]:.2f}"] for name, s in seconds.items()]
     note = (
@@ -272,13 +257,7 @@ def bench_forward(base: nn.Module, x: torch.Tensor, progress: tqdm) -> str:
         "layers of the blocks, B random so that the update is not zero; merging gives the "
         f"unmerged logits to {gap:.1e} (they differ from the base model's by {unchanged:.2f})."
     )
-    return _table(["model", "forward ms", "/ base"], rows, note)
-
-
-def _table(header: list[str], rows: list[list[str]], note: str) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n\n" + note + "\n"
+    return markdown_table(["model", "forward ms", "/ base"], rows, note)
 
 
 def main() -> None:
@@ -296,13 +275,7 @@ def main() -> None:
             ]
     finally:
         torch.set_num_threads(threads)
-    text = "\n".join(f"## {title}\n\n{table}" for title, table in sections)
-    text += (
-        f"\ntorch {torch.__version__}, Python {platform.python_version()}, {platform.machine()}."
-    )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "peft.md").write_text(text + "\n", encoding="utf-8")
-    print(text)
+    write_report("peft", sections)
 
 
 if __name__ == "__main__":
