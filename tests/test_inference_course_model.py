@@ -35,19 +35,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import solutions.inference as S
 from autograder.core.draws import chi_square
 from solutions.architectures import GPT
-from solutions.course_model import CONFIGS, CORPUS, evaluate_loss, load_course_model, prepare_data
+from solutions.course_model import CONFIGS, CORPUS, evaluate_loss, prepare_data
 from solutions.sampling import generate
 from solutions.training import get_batch, lr_schedule
-
-
-@pytest.fixture(scope="module")
-def models():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest and never oversubscribes
-    main, tok = load_course_model("main")
-    draft, _ = load_course_model("draft")
-    yield main.eval(), draft.eval(), tok
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

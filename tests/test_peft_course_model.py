@@ -34,20 +34,9 @@ from solutions.course_model import (
     DOC_SEPARATOR,
     clean_documents,
     evaluate_loss,
-    load_course_model,
     prepare_data,
 )
 from solutions.training import deduplicate, train_language_model
-
-
-@pytest.fixture(scope="module")
-def models():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small models: one thread never oversubscribes a shared CPU
-    main, tok = load_course_model("main")
-    draft, _ = load_course_model("draft")
-    yield main.eval(), draft.eval(), tok
-    torch.set_num_threads(threads)
 
 
 def _merge_all(model: nn.Module) -> nn.Module:
