@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from bench import markdown_table, median_times, write_report
+from course.helpers import replace_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 # One CPU thread for every measurement: flash attention's per-tile operations and the tiny
@@ -337,12 +338,7 @@ def quantized_copy(model: torch.nn.Module) -> torch.nn.Module:
 
     from solutions.inference import Int8Linear
 
-    model = copy.deepcopy(model)
-    for module in list(model.blocks.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, torch.nn.Linear):
-                setattr(module, name, Int8Linear.from_float(child))
-    return model
+    return replace_modules(copy.deepcopy(model), torch.nn.Linear, Int8Linear.from_float, "blocks.")
 
 
 def bench_int8(main, progress: tqdm) -> str:

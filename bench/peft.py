@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from bench import markdown_table, median_times, write_report
+from course.helpers import replace_modules
 from solutions.course_model import load_course_model
 from solutions.peft import LoRALinear, QLoRALinear, apply_lora, count_parameters
 
@@ -53,27 +54,12 @@ FORWARD_REPEATS = 21
 LR = 1e-4
 
 
-def _replace_block_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> None:
-    for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Linear) and name.startswith("blocks."):
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, make(module))
-
-
 def _qlora(model: nn.Module, r: int) -> nn.Module:
     """Every nn.Linear of the blocks in NF4 with rank-r LoRA; every other parameter frozen."""
     for p in model.parameters():
         p.requires_grad_(False)
-    _replace_block_linears(model, lambda lin: QLoRALinear(lin, r=r, alpha=2.0 * r))
-    return model
-
-
-def _merge_all(model: nn.Module) -> nn.Module:
-    for name, module in list(model.named_modules()):
-        if isinstance(module, LoRALinear):
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, module.merge())
-    return model
+    qlora = lambda lin: QLoRALinear(lin, r=r, alpha=2.0 * r)  # noqa: E731
+    return replace_modules(model, nn.Linear, qlora, under="blocks.")
 
 
 def _bytes(tensors) -> int:
@@ -227,7 +213,7 @@ def bench_forward(base: nn.Module, x: torch.Tensor, progress: tqdm) -> str:
         for m in lora.modules():
             if isinstance(m, LoRALinear):
                 m.lora_B.copy_(0.02 * torch.randn(m.lora_B.shape, generator=g))
-    merged = _merge_all(copy.deepcopy(lora)).eval()
+    merged = replace_modules(copy.deepcopy(lora), LoRALinear, LoRALinear.merge).eval()
     qlora = _qlora(copy.deepcopy(base), QLORA_RANK).eval()
     with torch.no_grad():
         gap = (merged(x) - lora(x)).abs().max().item()

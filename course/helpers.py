@@ -1,11 +1,14 @@
-"""Small conveniences for the student notebooks: the device, and figures that wait for you."""
+"""Small conveniences for the student notebooks: the device, figures that wait for you, and
+swapping the layers of a model."""
 
 from __future__ import annotations
 
 import sys
 import types
+from collections.abc import Callable
 
 import torch
+from torch import nn
 
 
 def pick_device() -> torch.device:
@@ -44,3 +47,25 @@ class when_implemented:  # noqa: N801 - reads as a sentence: `with when_implemen
             print(f"(This figure appears once {what} {verb} implemented.)")
             return True
         return False
+
+
+def replace_modules(
+    model: nn.Module,
+    kind: type[nn.Module],
+    make: Callable[[nn.Module], nn.Module],
+    under: str = "",
+) -> nn.Module:
+    """Replace, in place, every submodule of type ``kind`` whose qualified name starts with
+    ``under`` by ``make(submodule)``, and return ``model``.
+
+    A submodule is replaced by setting it on its parent: ``blocks.0.attn.q_proj`` is the
+    attribute ``q_proj`` of ``model.get_submodule("blocks.0.attn")``. The names are listed
+    before anything is replaced, so the new modules' own children are never visited.
+
+    >>> replace_modules(model, nn.Linear, Int8Linear.from_float, under="blocks.")
+    """
+    for name, module in list(model.named_modules()):
+        if name and isinstance(module, kind) and name.startswith(under):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, make(module))
+    return model

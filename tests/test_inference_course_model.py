@@ -34,6 +34,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import solutions.inference as S
 from autograder.core.draws import chi_square
+from course.helpers import replace_modules
 from solutions.architectures import GPT
 from solutions.course_model import CONFIGS, CORPUS, evaluate_loss, prepare_data
 from solutions.sampling import generate
@@ -131,13 +132,8 @@ def test_int8_course_model_keeps_its_perplexity(models, data) -> None:
     main, _, _ = models
     _, val_ids = data
     val = val_ids[: 32 * 128 + 1]
-    int8 = copy.deepcopy(main)
-    linears = 0
-    for module in list(int8.blocks.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, torch.nn.Linear):
-                setattr(module, name, S.Int8Linear.from_float(child))
-                linears += child.weight.nbytes
+    linears = sum(m.weight.nbytes for m in main.blocks.modules() if isinstance(m, torch.nn.Linear))
+    int8 = replace_modules(copy.deepcopy(main), torch.nn.Linear, S.Int8Linear.from_float, "blocks.")
     int8_bytes = sum(
         m.weight_int8.nbytes + m.scale.nbytes
         for m in int8.blocks.modules()

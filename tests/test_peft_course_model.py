@@ -29,6 +29,7 @@ import torch.nn as nn
 
 import solutions.peft as P
 from course.corpus import file_documents, stdlib_files, stdlib_root
+from course.helpers import replace_modules
 from solutions.course_model import (
     CORPUS,
     DOC_SEPARATOR,
@@ -37,14 +38,6 @@ from solutions.course_model import (
     prepare_data,
 )
 from solutions.training import deduplicate, train_language_model
-
-
-def _merge_all(model: nn.Module) -> nn.Module:
-    for name, module in list(model.named_modules()):
-        if isinstance(module, P.LoRALinear):
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, module.merge())
-    return model
 
 
 @pytest.mark.parametrize("size", ["main", "draft"])
@@ -61,7 +54,7 @@ def test_merged_lora_gives_the_same_logits(models, size: str, targets: list[str]
     with torch.no_grad():
         lora = model(ids)
         assert not torch.allclose(lora, (main if size == "main" else draft)(ids), atol=1e-3)
-        merged = _merge_all(model)(ids)
+        merged = replace_modules(model, P.LoRALinear, P.LoRALinear.merge)(ids)
     assert torch.allclose(merged, lora, atol=1e-4), (merged - lora).abs().max()
 
 
@@ -94,11 +87,8 @@ def test_the_main_model_in_nf4_stays_close(models) -> None:
     main, _, _ = models
     _, _, val_ids, _ = prepare_data(CORPUS, progress=False)
     val = val_ids[:8192]
-    quantized = copy.deepcopy(main)
-    for name, module in list(quantized.named_modules()):
-        if isinstance(module, nn.Linear) and name.startswith("blocks."):
-            parent, _, child = name.rpartition(".")
-            setattr(quantized.get_submodule(parent), child, P.QLoRALinear(module, r=4))
+    qlora = lambda layer: P.QLoRALinear(layer, r=4)  # noqa: E731
+    quantized = replace_modules(copy.deepcopy(main), nn.Linear, qlora, under="blocks.")
     n_q = sum(isinstance(m, P.QLoRALinear) for m in quantized.modules())
     full, nf4 = evaluate_loss(main, val, 64), evaluate_loss(quantized, val, 64)
     assert n_q == 24 and full < nf4 < full + 0.1, (full, nf4)

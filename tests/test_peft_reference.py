@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import solutions.peft as P
+from course.helpers import replace_modules
 from solutions.architectures import GPT
 
 # The NF4 values as printed in the QLoRA paper's appendix / bitsandbytes (rounded there).
@@ -147,10 +148,7 @@ def test_merging_every_lora_layer_gives_the_same_logits() -> None:
             _randomise_b(m, seed=len(m.lora_B))
     ids = torch.randint(17, (3, 10))
     lora_logits = model(ids)
-    for name, m in list(model.named_modules()):
-        if isinstance(m, P.LoRALinear):
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, m.merge())
+    replace_modules(model, P.LoRALinear, P.LoRALinear.merge)
     assert not any(isinstance(m, P.LoRALinear) for m in model.modules())
     assert torch.allclose(model(ids), lora_logits, atol=1e-5)
 
