@@ -1,54 +1,106 @@
 """The student side of grading as its own process: plain data in, plain data out.
 
-``python -m autograder.core.child SUBMISSION JOBS_FILE OUT_DIR``
+``python -m autograder.core.child PLAN_JSON FD``
 
-``JOBS_FILE`` holds ``{"jobs": [...], "skip": [...]}`` and is read with
-``torch.load(weights_only=True)``. The child leaves its progress in ``OUT_DIR``
-for the supervising parent (:mod:`autograder.core.sandbox`):
+``PLAN_JSON`` (written by the parent, read-only here) names the submission, the
+jobs file (``{"jobs": [...], "skip": [...]}``, read with
+``torch.load(weights_only=True)``) and, without bubblewrap, the paths the process
+may read and write (``confine``: applied with Landlock before any student code
+runs; if that fails nothing is run). The child reports on the pipe ``FD`` only,
+in the framed messages of :mod:`autograder.core.channel`: the statement being
+loaded, the job being run, and each job's result. The parent compares the
+answers with the expected ones itself: they are never in this process.
 
-- ``loading``: the key of the submission's statement being run (see the loader);
-- ``started``: the index of the job being run;
-- ``result_I.pt``: job I's result, written with ``torch.save`` and renamed into place.
-
-The parent reads results back with ``weights_only=True`` too, so nothing the
-student's code returns can run code in the parent, and it compares them with
-the expected answers itself: they are never in this process.
+With ``"probe"`` in the plan the child runs no submission: it tries to read and
+write the paths listed there and prints, as one JSON line, those it could. The
+parent runs it once to prove the isolation holds before grading anything.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import struct
 import sys
-from pathlib import Path
+from typing import Any
 
-import torch
-
-from autograder.core.runner import JobResult, run_jobs
+CONFINE_FAILED = 98  # exit status: the isolation could not be set up, nothing was run
 
 
-def _write(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
+def _confine(plan: dict[str, Any]) -> None:
+    confine = plan.get("confine")
+    if confine is None:
+        return
+    from autograder.core.landlock import LandlockUnavailable, restrict
+
+    try:
+        restrict(confine["read"], confine["write"])
+    except LandlockUnavailable as exc:
+        print(f"cannot confine the grading process: {exc}", file=sys.stderr)
+        raise SystemExit(CONFINE_FAILED) from None
+
+
+def _probe(plan: dict[str, Any]) -> int:
+    """Try every secret path; print what this process could read, write and import.
+
+    The parent decides what is a leak: it compares the hashes with the real files
+    and looks for the files written here.
+    """
+    probe = plan["probe"]
+    read: dict[str, str] = {}
+    for path in probe["read"]:
+        try:
+            with open(path, "rb") as f:
+                read[path] = hashlib.sha256(f.read()).hexdigest()
+        except OSError:
+            pass
+    for folder in probe["write"]:
+        try:
+            with open(os.path.join(folder, f".llm-course-probe-{probe['token']}"), "w") as f:
+                f.write("x")
+        except OSError:
+            pass
+    imported = ""
+    try:
+        import solutions
+
+        imported = str(getattr(solutions, "__file__", None) or list(solutions.__path__))
+    except (ImportError, OSError):
+        pass
+    print(json.dumps({"read": read, "imported": imported}))
+    return 0
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        print("usage: python -m autograder.core.child SUBMISSION JOBS_FILE OUT_DIR")
+    if len(argv) != 2:
+        print("usage: python -m autograder.core.child PLAN_JSON FD", file=sys.stderr)
         return 2
-    submission, jobs_file, out = argv[0], argv[1], Path(argv[2])
-    spec = torch.load(jobs_file, weights_only=True)
+    with open(argv[0], encoding="utf-8") as f:
+        plan = json.load(f)
+    fd = int(argv[1])
+    if plan.get("probe"):
+        _confine(plan)
+        return _probe(plan)
+
+    import torch
+
+    from autograder.core.channel import encode_result, write_frame
+    from autograder.core.runner import JobResult, run_jobs
+
+    spec = torch.load(plan["jobs_file"], weights_only=True)
     torch.set_num_threads(1)  # the same answer whatever else runs beside it
+    _confine(plan)
 
     def on_result(i: int, result: JobResult) -> None:
-        tmp = out / f".result_{i}.pt"
-        torch.save(result, tmp)
-        os.replace(tmp, out / f"result_{i}.pt")
+        write_frame(fd, b"R", encode_result(i, result))
 
     run_jobs(
-        submission,
+        plan["submission"],
         spec["jobs"],
         skip=set(spec.get("skip", [])),
-        on_statement=lambda key: _write(out / "loading", key),
-        on_start=lambda i: _write(out / "started", str(i)),
+        on_statement=lambda key: write_frame(fd, b"L", key.encode("ascii", "replace")[:200]),
+        on_start=lambda i: write_frame(fd, b"S", struct.pack(">I", i)),
         on_result=on_result,
     )
     return 0

@@ -1,26 +1,46 @@
 """Run a submission's jobs in an isolated, resource-limited child process.
 
-The child (:mod:`autograder.core.child`) runs under bubblewrap when it works
-here: no network, a read-only system, and of the file system only Python, the
-venv, a copy of the student-side grader code (no specs, no solutions/), the
-submission itself (read-only) and an empty folder for its answers. Address
-space, CPU time and file size are limited with ``prlimit``; the wall time of
-loading and of each exercise is watched from here.
+Isolation, strongest first (``isolation="auto"`` takes the first that works):
+
+- ``bwrap``: the child (:mod:`autograder.core.child`) runs under bubblewrap: no
+  network, a read-only system, and of the file system only Python, the venv
+  (with any installed copy of solutions/ or the specs masked), a copy of the
+  student-side grader code, a private copy of the submission and the jobs file;
+  /tmp and /dev/shm are small RAM-backed tmpfs of their own.
+- ``process``: a plain subprocess confined by Landlock (:mod:`autograder.core.landlock`)
+  before any student code runs: it reads only the same paths, writes only a
+  private folder, makes no TCP connection and can signal no process outside.
+- ``none``: a plain subprocess with limits only, for code you trust; never chosen
+  by ``auto``, which refuses to grade (:class:`IsolationUnavailable`) rather
+  than run untrusted code unconfined.
+
+Before the first submission, a probe child is started the same way and tries
+to read solutions/, the specs and the repository and to write there; if it can,
+grading is refused. The child's environment is a fixed allow-list.
+
+The child reports only through a pipe, in framed messages of a fixed shape and
+size (:mod:`autograder.core.channel`); the parent never reads a path the child
+could choose. Memory (all the submission's processes and its tmpfs together)
+and the number of processes are capped by a control group when one can be made
+here (:mod:`autograder.core.cgroups`), else by polling the process tree; CPU
+time, address space and file size by ``prlimit``; the wall time of loading and
+of each exercise is watched from here.
 
 When an exercise hangs or kills the child, that exercise fails and a new child
 runs the exercises after it; when a statement of the submission hangs or kills
 the child while loading, the statement is skipped (its names count as broken)
 and loading starts again. So a timeout or a crash costs one exercise, never the
 others, and never another student's grade.
-
-Without bubblewrap (a student's macOS laptop), or where it cannot run, the
-child is a plain subprocess with the same limits, and ``warning`` says so.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import resource
+import secrets
 import shutil
 import signal
 import subprocess
@@ -28,17 +48,30 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from autograder.core import cgroups, landlock
+from autograder.core.channel import FrameReader
 from autograder.core.runner import JobResult
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent  # holds autograder/, course/
 MAX_RELOADS = 8  # statements skipped at most while loading one submission
+SHM_BYTES = 64 << 20  # the sandbox's /dev/shm
+CHILD_ENV = {  # the child's whole environment: nothing of the grader's own
+    "PATH": "/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "MPLBACKEND": "Agg",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONHASHSEED": "0",
+    "PYTHONNOUSERSITE": "1",
+}
 
 
 @dataclass(frozen=True)
@@ -49,8 +82,19 @@ class Limits:
     load_seconds: float = 90.0  # wall time of starting Python and loading the submission
     submission_seconds: float = 900.0  # wall time of all the exercises together
     cpu_seconds: int = 900  # CPU time of one child process
-    memory_bytes: int = 4 << 30  # address space of the child (torch alone maps ~1 GB)
+    memory_bytes: int = 4 << 30  # all of the submission's processes and its /tmp together
+    processes: int = 64  # processes and threads of the submission at once
     file_bytes: int = 256 << 20  # largest file the child may write
+    tmp_bytes: int = 512 << 20  # the child's /tmp (RAM under bubblewrap)
+    result_bytes: int = 64 << 20  # one exercise's answers, as sent to the parent
+
+
+class IsolationUnavailable(RuntimeError):
+    """Student code cannot be isolated here; the message says why and what to do."""
+
+
+class GradingCancelled(Exception):
+    """:meth:`IsolatedExecutor.cancel` was called while this submission was graded."""
 
 
 def _failure(exercise: str, message: str) -> JobResult:
@@ -76,26 +120,77 @@ def stage_grader_code(dest: Path) -> Path:
     return dest
 
 
-def _system_binds() -> list[str]:
+def _secret_paths() -> list[Path]:
+    """Where the answers live: the repository's solutions/ and specs, and any installed copy."""
+    found = [PACKAGE_ROOT / "solutions", PACKAGE_ROOT / "autograder"]
+    for prefix in _prefixes():
+        for lib in Path(prefix).glob("lib*/python3*/site-packages"):
+            found += [lib / "solutions", lib / "autograder", lib / "course"]
+    return [p for p in found if p.exists()]
+
+
+def _prefixes() -> list[str]:
+    return sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), sys.prefix})
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _allowed_beneath(root: Path, hidden: list[Path]) -> list[str]:
+    """``root``'s entries (recursively) that contain none of ``hidden``."""
+    if any(_inside(root, h) for h in hidden):
+        return []
+    if not any(_inside(h, root) for h in hidden):
+        return [str(root)]
+    allowed: list[str] = []
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return allowed
+    for entry in entries:
+        allowed += _allowed_beneath(entry, hidden)
+    return allowed
+
+
+_SYSTEM_READ = ["/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc"]
+
+
+def _system_binds(hidden: list[Path]) -> list[str]:
     args = ["--ro-bind", "/usr", "/usr"]
-    for path in ("/bin", "/lib", "/lib64", "/sbin", "/etc"):
+    for path in _SYSTEM_READ[1:]:
         args += ["--ro-bind-try", path, path]
-    for prefix in {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), sys.prefix}:
+    for prefix in _prefixes():
         args += ["--ro-bind", prefix, prefix]
+    for secret in hidden:  # an installed copy of solutions/ or the specs: hidden by a tmpfs
+        if any(_inside(secret, Path(p)) for p in _prefixes()) and secret.is_dir():
+            args += ["--tmpfs", str(secret)]
     return args
 
 
-def _bwrap_command(stage: Path, submission: Path, jobs: Path, out: Path) -> list[str]:
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": "/tmp",
-        "PYTHONPATH": "/grader",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "MPLBACKEND": "Agg",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "0",
-    }
+@dataclass
+class _Run:
+    """The private folders of one child: its jobs, its copy of the submission, its work."""
+
+    root: Path
+    submission: Path
+    jobs_file: Path
+    work: Path
+
+
+def _safe_name(name: str) -> str:
+    stem, suffix = os.path.splitext(name)
+    stem = re.sub(r"[^A-Za-z0-9_.\-]", "_", stem)[:100] or "submission"
+    return stem + (suffix if suffix in (".ipynb", ".py") else ".ipynb")
+
+
+def _bwrap_command(stage: Path, run: _Run, limits: Limits, hidden: list[Path]) -> list[str]:
+    inner = f"/submission/{run.submission.name}"
+    plan = run.root / "plan.json"
+    plan.write_text(
+        json.dumps({"submission": inner, "jobs_file": "/jobs/jobs.pt", "confine": None}),
+        encoding="utf-8",
+    )
     args = [
         "bwrap",
         "--unshare-all",
@@ -105,61 +200,93 @@ def _bwrap_command(stage: Path, submission: Path, jobs: Path, out: Path) -> list
         "/proc",
         "--dev",
         "/dev",
+        "--size",
+        str(SHM_BYTES),
+        "--tmpfs",
+        "/dev/shm",
+        "--size",
+        str(limits.tmp_bytes),
         "--tmpfs",
         "/tmp",
-        *_system_binds(),
+        *_system_binds(hidden),
         "--ro-bind",
         str(stage),
         "/grader",
         "--ro-bind",
-        str(submission),
-        f"/submission/{submission.name}",
+        str(run.submission),
+        inner,
         "--ro-bind",
-        str(jobs),
+        str(run.jobs_file),
         "/jobs/jobs.pt",
-        "--bind",
-        str(out),
-        "/out",
+        "--ro-bind",
+        str(plan),
+        "/jobs/plan.json",
         "--chdir",
         "/tmp",
         "--clearenv",
     ]
+    env = {**CHILD_ENV, "HOME": "/tmp", "TMPDIR": "/tmp", "PYTHONPATH": "/grader"}
     for key, value in env.items():
         args += ["--setenv", key, value]
-    return [
-        *args,
-        sys.executable,
-        "-s",
-        "-m",
-        "autograder.core.child",
-        f"/submission/{submission.name}",
-        "/jobs/jobs.pt",
-        "/out",
-    ]
+    return [*args, sys.executable, "-s", "-m", "autograder.core.child", "/jobs/plan.json"]
 
 
-@lru_cache(maxsize=1)
-def bwrap_works() -> bool:
-    """Whether bubblewrap is installed and can start Python in a sandbox here."""
-    if shutil.which("bwrap") is None:
-        return False
-    cmd = [
-        "bwrap",
-        "--unshare-all",
-        "--die-with-parent",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        *_system_binds(),
-        sys.executable,
-        "-c",
-        "pass",
-    ]
+def _confined_command(stage: Path, run: _Run, hidden: list[Path]) -> list[str]:
+    """The plain-subprocess child; with Landlock it may read only what grading needs."""
+    read = [*_SYSTEM_READ, "/proc", "/sys/devices/system/cpu", "/dev/urandom", "/dev/random"]
+    for prefix in _prefixes():
+        read += _allowed_beneath(Path(prefix), hidden)
+    read += [str(stage), str(run.submission.parent), str(run.jobs_file.parent)]
+    plan = run.root / "plan.json"
+    confine = {"read": read, "write": [str(run.work), "/dev/null", "/dev/zero"]}
+    plan.write_text(
+        json.dumps(
+            {"submission": str(run.submission), "jobs_file": str(run.jobs_file), "confine": confine}
+        ),
+        encoding="utf-8",
+    )
+    return [sys.executable, "-s", "-m", "autograder.core.child", str(plan)]
+
+
+def _run_bwrap_probe(cmd: list[str]) -> bool:
     try:
-        return subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+        return subprocess.run(cmd, capture_output=True, timeout=60, env=CHILD_ENV).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
+
+
+_BWRAP_OK: bool | None = None
+
+
+def bwrap_works() -> bool:
+    """Whether bubblewrap is installed and can start Python in a sandbox here."""
+    global _BWRAP_OK
+    if _BWRAP_OK is None:
+        _BWRAP_OK = shutil.which("bwrap") is not None and _run_bwrap_probe(
+            [
+                "bwrap",
+                "--unshare-all",
+                "--die-with-parent",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "--size",
+                str(SHM_BYTES),
+                "--tmpfs",
+                "/tmp",
+                *_system_binds([]),
+                sys.executable,
+                "-c",
+                "pass",
+            ]
+        )
+    return _BWRAP_OK
+
+
+def landlock_works() -> bool:
+    """Whether this kernel offers Landlock (the confinement without bubblewrap)."""
+    return landlock.abi_version() >= 1
 
 
 def _limit_wrapper(limits: Limits) -> list[str]:
@@ -198,109 +325,305 @@ class _TailReader(threading.Thread):
         return lines[-1][:300] if lines else ""
 
 
-def _read_text(path: Path) -> str | None:
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants, from /proc (empty where /proc is absent)."""
+    children: dict[int, list[int]] = {}
     try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
 
 
-def _started(out: Path) -> int | None:
-    text = _read_text(out / "started")
-    return int(text) if text and text.strip().isdigit() else None
-
-
-def _load_result(path: Path, exercise: str) -> JobResult | None:
-    """A child's result, loaded safely and checked for shape; None if absent or forged."""
-    if not path.exists():
-        return None
+def _session_members(sid: int) -> list[int]:
+    """Processes whose process group or session is ``sid``."""
+    found = []
     try:
-        result = torch.load(path, weights_only=True)
-    except Exception:  # noqa: BLE001 - whatever the file holds, it is not a result
-        return _failure(exercise, "the grading process left an unreadable result")
-    keys = {"exercise", "status", "message", "outputs", "errors"}
-    if not isinstance(result, dict) or set(result) != keys or result["exercise"] != exercise:
-        return _failure(exercise, "the grading process left a malformed result")
-    return result  # type: ignore[return-value]
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if name.isdigit():
+            try:
+                if sid in (os.getpgid(int(name)), os.getsid(int(name))):
+                    found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
+def _tmpfs_bytes(tree: list[int]) -> int:
+    """The sandbox's /tmp and /dev/shm in use, seen through a sandboxed process's root."""
+    try:
+        ours = os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return 0
+    for pid in tree:
+        try:
+            if os.readlink(f"/proc/{pid}/ns/mnt") == ours:
+                continue
+        except OSError:
+            continue
+        return sum(_used_bytes(f"/proc/{pid}/root{inner}") for inner in ("/tmp", "/dev/shm"))
+    return 0
+
+
+def _resident_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                total += int(f.read().split()[1]) * _PAGE
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def _used_bytes(folder: str) -> int:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return 0
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def _folder_bytes(folder: Path, cap: int = 20000) -> int:
+    """Bytes of the files under ``folder`` (at most ``cap`` entries are looked at)."""
+    total, seen = 0, 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in filenames:
+            seen += 1
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+            except OSError:
+                pass
+        seen += len(dirnames)
+        if seen > cap:
+            return 1 << 62
+    return total
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def _probe_files(places: list[Path], per_folder: int = 4) -> list[Path]:
+    """A few regular files in (or being) each of ``places``, for the probe to try."""
+    files: list[Path] = []
+    for place in places:
+        if place.is_file():
+            files.append(place)
+            continue
+        found = 0
+        for dirpath, dirnames, filenames in os.walk(place):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))[:8]
+            for name in sorted(filenames)[:per_folder]:
+                files.append(Path(dirpath) / name)
+                found += 1
+            if found >= per_folder:
+                break
+    return files
 
 
 class IsolatedExecutor:
-    """An executor (see :mod:`autograder.core.executors`) that isolates student code."""
+    """An executor (see :mod:`autograder.core.executors`) that isolates student code.
 
-    def __init__(self, limits: Limits | None = None, isolation: str = "auto") -> None:
-        if isolation not in ("auto", "bwrap", "process"):
-            raise ValueError(f"isolation must be auto, bwrap or process, got {isolation!r}")
+    ``protected`` are more paths the probe must find unreachable (the class's
+    folder, the output folder); solutions/, the specs and the repository always are.
+    """
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        isolation: str = "auto",
+        protected: Sequence[str | Path] = (),
+    ) -> None:
+        if isolation not in ("auto", "bwrap", "process", "none"):
+            raise ValueError(f"isolation must be auto, bwrap, process or none, got {isolation!r}")
         self.limits = limits or Limits()
-        use_bwrap = isolation == "bwrap" or (isolation == "auto" and bwrap_works())
         if isolation == "bwrap" and not bwrap_works():
-            raise RuntimeError("bubblewrap (bwrap) is not installed or cannot run here")
-        self.mode = "bwrap" if use_bwrap else "process"
-        self.warning = (
-            ""
-            if use_bwrap
-            else "bubblewrap is not available: student code runs in a plain subprocess with "
-            "resource limits but can read any file this user can (not safe for grading "
-            "untrusted work)"
-        )
+            raise IsolationUnavailable("bubblewrap (bwrap) is not installed or cannot run here")
+        if isolation == "process" and not landlock_works():
+            raise IsolationUnavailable(
+                "--isolation process confines student code with Linux's Landlock, which this "
+                "system does not offer; install bubblewrap, or pass --isolation none to grade "
+                "code you trust without isolation"
+            )
+        if isolation == "auto":
+            if bwrap_works():
+                isolation = "bwrap"
+            elif landlock_works():
+                isolation = "process"
+            else:
+                raise IsolationUnavailable(
+                    "student code cannot be isolated here: bubblewrap cannot run and the kernel "
+                    "has no Landlock, so a submission could read solutions/ and other students' "
+                    "work. Grade on Linux with bubblewrap (apt-get install bubblewrap), or pass "
+                    "--isolation none to grade code you trust without isolation."
+                )
+        self.mode = isolation
+        self.warning = {
+            "bwrap": "",
+            "process": "bubblewrap is not available: student code runs in a subprocess "
+            "confined by Landlock (its own files only, no TCP), without a network namespace "
+            "of its own",
+            "none": "student code runs without isolation (--isolation none): it can read "
+            "solutions/ and any file this user can; use only for code you trust",
+        }[isolation]
+        self.protected = [Path(p).resolve() for p in protected]
+        self._hidden = _secret_paths()
         self._stage_dir = tempfile.TemporaryDirectory(prefix="llm-course-stage-")
         self.stage = stage_grader_code(Path(self._stage_dir.name) / "grader")
+        self._lock = threading.Lock()
+        self._verified = isolation == "none"
+        self._live: set[subprocess.Popen] = set()
+        self._cancelled = threading.Event()
+        self.use_cgroups = True  # tests turn it off to exercise the polling fallback
 
-    def _command(self, submission: Path, jobs: Path, out: Path) -> tuple[list[str], dict]:
+    # -- cancellation -------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Kill every running child; calls in progress and later raise :class:`GradingCancelled`."""
+        self._cancelled.set()
+        with self._lock:
+            live = list(self._live)
+        for proc in live:
+            self._kill(proc)
+
+    # -- the probe ----------------------------------------------------------------------------
+
+    def verify(self) -> None:
+        """Start a child as for grading; refuse to grade if it reaches a secret path.
+
+        The probe reads the reference, the specs, the fixtures and files of the
+        ``protected`` folders and sends back their hashes, which are compared here
+        with the real files (a file of the same name in the sandbox is no leak);
+        and it creates a file in each of those folders, looked for here.
+        """
+        with self._lock:
+            if self._verified:
+                return
+            reads = _probe_files([*self._hidden, PACKAGE_ROOT, *self.protected])
+            folders = [p for p in [*self._hidden, PACKAGE_ROOT, *self.protected] if p.is_dir()]
+            token = secrets.token_hex(8)
+            probe = {"read": [str(p) for p in reads], "write": [str(p) for p in folders]}
+            probe["token"] = token
+            with tempfile.TemporaryDirectory(prefix="llm-course-probe-") as tmp:
+                run = self._prepare(Path(tmp), "probe.py", b"", [], [])
+                cmd = self._command(run)
+                plan_path = run.root / "plan.json"
+                plan = json.loads(plan_path.read_text(encoding="utf-8"))
+                plan["probe"] = probe
+                plan_path.write_text(json.dumps(plan), encoding="utf-8")
+                env = dict(CHILD_ENV)
+                if self.mode != "bwrap":
+                    env.update(HOME=str(run.work), PYTHONPATH=str(self.stage))
+                try:
+                    done = subprocess.run(
+                        [*cmd, "1"], capture_output=True, timeout=120, env=env, cwd=str(run.work)
+                    )
+                except (OSError, subprocess.SubprocessError) as exc:
+                    raise IsolationUnavailable(f"the isolation probe did not run: {exc}") from None
+            leaks = []
+            for folder in folders:
+                planted = folder / f".llm-course-probe-{token}"
+                if planted.exists():
+                    leaks.append(f"write in {folder}")
+                    planted.unlink(missing_ok=True)
+            lines = done.stdout.decode("utf-8", "replace").strip().splitlines()
+            if done.returncode != 0 or not lines:
+                why = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
+                raise IsolationUnavailable(
+                    f"the {self.mode} isolation could not be set up here "
+                    f"({'; '.join(why) or f'status {done.returncode}'}); refusing to run "
+                    "student code"
+                )
+            report = json.loads(lines[-1])
+            for path, digest in report.get("read", {}).items():
+                if path in probe["read"] and digest == _sha256(Path(path)):
+                    leaks.append(f"read {path}")
+            if report.get("imported"):
+                leaks.append(f"import solutions ({report['imported']})")
+            if leaks:
+                raise IsolationUnavailable(
+                    f"the {self.mode} isolation leaks here, refusing to grade: a student's code "
+                    "could " + "; ".join(leaks[:5])
+                )
+            self._verified = True
+
+    # -- one submission -----------------------------------------------------------------------
+
+    def _prepare(
+        self, root: Path, name: str, data: bytes, jobs: list[dict[str, Any]], skip: list[str]
+    ) -> _Run:
+        sub_dir, jobs_dir, work = root / "submission", root / "jobs", root / "work"
+        for folder in (sub_dir, jobs_dir, work):
+            folder.mkdir(exist_ok=True)
+        submission = sub_dir / _safe_name(name)
+        submission.write_bytes(data)
+        jobs_file = jobs_dir / "jobs.pt"
+        torch.save({"jobs": jobs, "skip": skip}, jobs_file)
+        return _Run(root=root, submission=submission, jobs_file=jobs_file, work=work)
+
+    def _command(self, run: _Run) -> list[str]:
+        """The child's command line, the pipe's descriptor still to be appended."""
         wrapper = _limit_wrapper(self.limits)
         if self.mode == "bwrap":
-            return [*wrapper, *_bwrap_command(self.stage, submission, jobs, out)], {}
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(out),
-            "PYTHONPATH": str(self.stage),
-            "OMP_NUM_THREADS": "1",
-            "MPLBACKEND": "Agg",
-            "PYTHONHASHSEED": "0",
-        }
-        cmd = [
-            *wrapper,
-            sys.executable,
-            "-s",
-            "-m",
-            "autograder.core.child",
-            str(submission),
-            str(jobs),
-            str(out),
-        ]
-        extra: dict[str, Any] = {"env": env, "cwd": str(out)}
-        if not wrapper:
-            extra["preexec_fn"] = lambda: _set_limits(self.limits)
-        return cmd, extra
+            return [*wrapper, *_bwrap_command(self.stage, run, self.limits, self._hidden)]
+        return [*wrapper, *_confined_command(self.stage, run, self._hidden)]
 
     def __call__(self, path: Path, jobs: list[dict[str, Any]]) -> list[JobResult]:
-        path = Path(path).resolve()
+        if self._cancelled.is_set():
+            raise GradingCancelled("grading was cancelled")
+        if not self._verified:
+            self.verify()
+        path = Path(path)
+        data = path.read_bytes()
         results: dict[int, JobResult] = {}
         pending = list(range(len(jobs)))
         skip: list[str] = []
         deadline = time.monotonic() + self.limits.submission_seconds
+        max_runs = len(jobs) + MAX_RELOADS + 2  # a child that keeps dying is not restarted forever
         with tempfile.TemporaryDirectory(prefix="llm-course-run-") as tmp:
-            run = 0
-            while pending:
-                run += 1
-                out, jobs_dir = Path(tmp) / f"out{run}", Path(tmp) / f"jobs{run}"
-                out.mkdir()
-                jobs_dir.mkdir()
-                torch.save({"jobs": [jobs[i] for i in pending], "skip": skip}, jobs_dir / "jobs.pt")
-                outcome = self._supervise(path, jobs_dir / "jobs.pt", out, len(pending), deadline)
-                for local, i in enumerate(pending):
-                    got = _load_result(out / f"result_{local}.pt", jobs[i]["exercise"])
-                    if got is not None:
-                        results[i] = got
+            for run_number in range(1, max_runs + 1):
+                if not pending:
+                    break
+                root = Path(tmp) / f"run{run_number}"
+                root.mkdir()
+                run = self._prepare(root, path.name, data, [jobs[i] for i in pending], skip)
+                outcome = self._supervise(run, [jobs[i] for i in pending], deadline)
+                if self._cancelled.is_set():
+                    raise GradingCancelled("grading was cancelled")
+                for local, got in outcome["results"].items():
+                    results[pending[local]] = got
                 if outcome["phase"] == "loading":  # died or hung while loading the submission
                     key = outcome["loading"]
                     if key is None or key in skip or len(skip) >= MAX_RELOADS or outcome["late"]:
+                        why = f"loading the submission {outcome['why']}"
                         for i in pending:
-                            results.setdefault(
-                                i,
-                                _failure(
-                                    jobs[i]["exercise"], f"loading the submission {outcome['why']}"
-                                ),
-                            )
+                            results.setdefault(i, _failure(jobs[i]["exercise"], why))
                         break
                     skip.append(key)
                 elif outcome["phase"] == "job":
@@ -315,69 +638,149 @@ class IsolatedExecutor:
                             f"used up its {self.limits.submission_seconds:g} s",
                         )
                     break
+            for i in range(len(jobs)):
+                results.setdefault(
+                    i,
+                    _failure(jobs[i]["exercise"], "not run: the grading process kept ending early"),
+                )
         return [results[i] for i in range(len(jobs))]
 
-    def _supervise(
-        self, submission: Path, jobs: Path, out: Path, count: int, deadline: float
-    ) -> dict[str, Any]:
+    def _supervise(self, run: _Run, jobs: list[dict[str, Any]], deadline: float) -> dict[str, Any]:
         """Run one child until it ends or overruns; say where it stopped and why."""
-        cmd, extra = self._command(submission, jobs, out)
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            **extra,
+        count = len(jobs)
+        group = (
+            cgroups.create(self.limits.memory_bytes, self.limits.processes)
+            if self.use_cgroups
+            else None
         )
+        read_fd, write_fd = os.pipe()
+        reader = FrameReader(
+            read_fd, [(j["exercise"], len(j["cases"])) for j in jobs], self.limits.result_bytes
+        )
+        cmd = [*self._command(run), str(write_fd)]
+        if group is not None:
+            cmd = group.join_command(cmd)
+        extra: dict[str, Any] = {}
+        if not _limit_wrapper(self.limits):
+            extra["preexec_fn"] = lambda: _set_limits(self.limits)
+        env = dict(CHILD_ENV)
+        if self.mode != "bwrap":
+            work = str(run.work)
+            env.update(HOME=work, TMPDIR=work, PYTHONPATH=str(self.stage))
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                pass_fds=(write_fd,),
+                env=env,
+                cwd=str(run.work),
+                **extra,
+            )
+        finally:
+            os.close(write_fd)
+        with self._lock:
+            self._live.add(proc)
+        if self._cancelled.is_set():
+            self._kill(proc)
+        reader.start()
         stderr = _TailReader(proc.stderr)
         stderr.start()
         launched = time.monotonic()
         current, current_since, done_since, why, late = None, launched, None, "", False
-        while proc.poll() is None:
-            time.sleep(0.02)
-            now = time.monotonic()
-            started = _started(out)
-            if started != current:
-                current, current_since = started, now
-            if (out / f"result_{count - 1}.pt").exists():  # all done: the child is exiting
-                done_since = done_since or now
-                if now - done_since < 5.0:
+        next_poll = launched
+        try:
+            while proc.poll() is None:
+                time.sleep(0.02)
+                now = time.monotonic()
+                _, started, finished = reader.snapshot()
+                if started != current:
+                    current, current_since = started, now
+                if reader.error:
+                    why = reader.error
+                elif finished >= count:  # all done: the child is exiting
+                    done_since = done_since or now
+                    if now - done_since < 5.0:
+                        continue
+                    why = "did not exit after its last exercise"
+                elif current is None and now - launched > self.limits.load_seconds:
+                    why = f"took longer than {self.limits.load_seconds:g} s"
+                elif current is not None and now - current_since > self.limits.exercise_seconds:
+                    why = (
+                        f"took longer than {self.limits.exercise_seconds:g} s "
+                        "(an endless loop, or far too slow)"
+                    )
+                elif now > deadline:
+                    why, late = "was stopped: the submission ran out of time", True
+                elif group is None and now >= next_poll:
+                    next_poll = now + 0.1
+                    why = self._over_limits(proc.pid, run)
+                    if not why:
+                        continue
+                else:
                     continue
-                why = "did not exit after its last exercise"
-            elif current is None and now - launched > self.limits.load_seconds:
-                why = f"took longer than {self.limits.load_seconds:g} s"
-            elif current is not None and now - current_since > self.limits.exercise_seconds:
-                why = (
-                    f"took longer than {self.limits.exercise_seconds:g} s "
-                    "(an endless loop, or far too slow)"
-                )
-            elif now > deadline:
-                why, late = "was stopped: the submission ran out of time", True
-            else:
-                continue
-            self._kill(proc)
-            break
-        proc.wait()
-        stderr.join(timeout=5)
-        started = _started(out)
+                self._kill(proc, group)
+                break
+            proc.wait()
+        finally:
+            self._kill(proc, group)
+            with self._lock:
+                self._live.discard(proc)
+            reader.join(timeout=10)
+            stderr.join(timeout=5)
+        loading, started, _ = reader.snapshot()
+        if reader.error and not why:
+            why = reader.error
         if started is None:
             phase = "loading"
-        elif (out / f"result_{started}.pt").exists():
+        elif started in reader.results:
             phase = "between"  # it ended after a finished job: nobody to charge
         else:
             phase = "job"
         if not why:
-            why = self._describe_exit(proc.returncode, stderr.last_line())
+            why = self._describe_exit(proc.returncode, stderr.last_line(), group)
+        if group is not None:
+            group.remove()
         return {
             "phase": phase,
             "job": started,
-            "loading": _read_text(out / "loading"),
+            "loading": loading,
             "why": why,
             "late": late,
+            "results": dict(reader.results),
         }
 
-    def _describe_exit(self, code: int, last_line: str) -> str:
+    def _over_limits(self, pid: int, run: _Run) -> str:
+        """Without a control group: the whole tree's memory and processes, polled."""
+        tree = process_tree(pid)
+        if len(tree) > self.limits.processes:
+            return f"started more than {self.limits.processes} processes"
+        used = _resident_bytes(tree)
+        if self.mode == "bwrap":
+            used += _tmpfs_bytes(tree)
+        else:
+            used += _folder_bytes(run.work)
+        if used > self.limits.memory_bytes:
+            return self._memory_message()
+        return ""
+
+    def _memory_message(self) -> str:
+        gib = self.limits.memory_bytes / (1 << 30)
+        return (
+            f"the grading process used more than {gib:g} GiB of memory "
+            "(all of its processes and its /tmp together)"
+        )
+
+    def _describe_exit(self, code: int, last_line: str, group: Any = None) -> str:
+        if group is not None and group.oom_kills() > 0:
+            return self._memory_message()
+        if group is not None and group.fork_refusals() > 0 and code != 0:
+            return (
+                f"the grading process tried to run more than {self.limits.processes} "
+                "processes and threads, and then ended"
+            )
         if self.mode == "bwrap" and 128 < code < 128 + 65:
             code = 128 - code  # bwrap reports a signal N of its child as 128 + N
         if code < 0:
@@ -392,8 +795,22 @@ class IsolatedExecutor:
         return f"the grading process exited (status {code}) while running this{detail}"
 
     @staticmethod
-    def _kill(proc: subprocess.Popen) -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    def _kill(proc: subprocess.Popen, group: Any = None) -> None:
+        """Kill the child, everything in its control group, and what it started in its session.
+
+        A process group or session id stays reserved while any member lives, so after
+        the child is reaped its id can only still name the submission's own processes.
+        """
+        if group is not None:
+            group.kill_all()
+        if proc.returncode is None:  # not reaped yet: its pid is still its own
+            for pid in reversed(process_tree(proc.pid)):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for pid in _session_members(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
