@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from autograder.cli import main
-from autograder.core.sandbox import bwrap_works
+from autograder.core.sandbox import bwrap_works, landlock_works
 from tests.hostile.corpus import build
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,14 +41,31 @@ class Listener(threading.Thread):
                 pass
 
 
-def test_hostile_class_gets_deserved_scores_and_honest_work_is_untouched(tmp_path: Path) -> None:
+def _results_json(out: Path, student: str) -> Path:
+    """A student's results.json, wherever the output layout puts the student's folder."""
+    found = [p for p in out.rglob("results.json") if p.parent.name == student]
+    assert len(found) == 1, f"expected one results.json for {student}, found {found}"
+    return found[0]
+
+
+ISOLATIONS = ["bwrap"] + (["process"] if landlock_works() else [])
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_hostile_class_gets_deserved_scores_and_honest_work_is_untouched(
+    tmp_path: Path, isolation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     klass, out = tmp_path / "class", tmp_path / "grades"
+    canary = f"canary-{isolation}-{tmp_path.name}"
+    monkeypatch.setenv("LLM_COURSE_TEST_CANARY", canary)  # must never reach a student
     server = Listener()
     server.start()
     sleep_marker = "31337.5"
     context = {
         "solutions": str(ROOT / "solutions" / "attention.py"),
+        "classmate": str(klass / "honest_full" / "01_attention.ipynb"),
         "targets": [str(out / "honest_full" / "results.json"), str(out / "grades.csv"),
+                    str(out / "students" / "honest_full" / "results.json"),
                     str(klass / "honest_full" / "01_attention.ipynb")],
         "sleep": sleep_marker,
         "port": str(server.port),
@@ -57,8 +74,8 @@ def test_hostile_class_gets_deserved_scores_and_honest_work_is_untouched(tmp_pat
     honest_nb = klass / "honest_full" / "01_attention.ipynb"
     honest_hash = hashlib.sha256(honest_nb.read_bytes()).hexdigest()
 
-    status = main(["grade", str(klass), "--out", str(out), "--jobs", "2",
-                   "--exercise-timeout", "10", "--junit"])  # fmt: skip
+    status = main(["grade", str(klass), "--out", str(out), "--jobs", "2", "--isolation",
+                   isolation, "--exercise-timeout", "10", "--junit"])  # fmt: skip
     server.stop = True
 
     assert status == 0
@@ -69,7 +86,10 @@ def test_hostile_class_gets_deserved_scores_and_honest_work_is_untouched(tmp_pat
     assert given == {s: c.deserved for s, c in cases.items()}, "\n".join(table)
     assert server.accepted == 0, "a submission reached the network"
     assert hashlib.sha256(honest_nb.read_bytes()).hexdigest() == honest_hash
-    assert '"score": 16' in (out / "honest_full" / "results.json").read_text()
+    assert '"score": 16' in _results_json(out, "honest_full").read_text()
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert canary not in path.read_text(errors="replace"), f"{path} shows the environment"
     leftover = subprocess.run(["pgrep", "-f", f"sleep {sleep_marker}"], capture_output=True)
     assert leftover.returncode != 0, "a process spawned by a submission outlived its grading"
     assert (out / "junit.xml").read_text().count("<testsuite ") == len(cases)

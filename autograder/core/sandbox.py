@@ -714,9 +714,9 @@ class IsolatedExecutor:
                     )
                 elif now > deadline:
                     why, late = "was stopped: the submission ran out of time", True
-                elif group is None and now >= next_poll:
+                elif now >= next_poll:
                     next_poll = now + 0.1
-                    why = self._over_limits(proc.pid, run)
+                    why = self._over_limits(proc.pid, run, group)
                     if not why:
                         continue
                 else:
@@ -752,16 +752,24 @@ class IsolatedExecutor:
             "results": dict(reader.results),
         }
 
-    def _over_limits(self, pid: int, run: _Run) -> str:
-        """Without a control group: the whole tree's memory and processes, polled."""
+    def _over_limits(self, pid: int, run: _Run, group: Any) -> str:
+        """Whether the submission went over its memory or process cap.
+
+        With a control group the kernel enforces both and its OOM killer stops one
+        process; any OOM kill then ends the child, so the exercise fails even if
+        the process killed was not the one answering. Without one, the whole
+        process tree's memory and size are polled here.
+        """
+        if self.mode != "bwrap" and _folder_bytes(run.work) > self.limits.tmp_bytes:
+            return f"the grading process wrote more than {self.limits.tmp_bytes >> 20} MiB of files"
+        if group is not None:
+            return self._memory_message() if group.oom_kills() > 0 else ""
         tree = process_tree(pid)
         if len(tree) > self.limits.processes:
             return f"started more than {self.limits.processes} processes"
         used = _resident_bytes(tree)
         if self.mode == "bwrap":
             used += _tmpfs_bytes(tree)
-        else:
-            used += _folder_bytes(run.work)
         if used > self.limits.memory_bytes:
             return self._memory_message()
         return ""

@@ -68,6 +68,55 @@ def _wrap(name: str, prologue: str) -> str:
     return f"{src}\n\ndef {name}{bare}:\n{body}\n    return _right_answer({call})\n"
 
 
+def stub_cells() -> list[str]:
+    """The imports and every exercise as a stub that raises NotImplementedError."""
+    cells = [IMPORTS]
+    for name in NAMES:
+        obj = getattr(ref, name)
+        if inspect.isclass(obj):
+            cells.append(
+                f"class {name}(nn.Module):\n    def __init__(self, *args, **kwargs):\n"
+                "        raise NotImplementedError\n"
+            )
+        else:
+            sig = inspect.signature(obj)
+            bare = sig.replace(
+                parameters=[p.replace(annotation=p.empty) for p in sig.parameters.values()],
+                return_annotation=sig.empty,
+            )
+            cells.append(f"def {name}{bare}:\n    raise NotImplementedError\n")
+    return cells
+
+
+# Run in a class body while the submission loads: frames forged on every descriptor the
+# child might report through (a statement "key" that is a path to the reference, a
+# length of 2 GB, a result for job 0), symlinks where files used to be read, then death.
+FORGE = """import os, struct
+
+class Forge:
+    target = {solutions!r}
+    for name in ("loading", "started", "result_0.pt", "/out/loading"):
+        try:
+            os.symlink(target, name)
+        except OSError:
+            pass
+    def frame(kind, payload):
+        return b"LLMc" + kind + struct.pack(">I", len(payload)) + payload
+    forged = [
+        frame(b"L", target.encode()),
+        b"LLMc" + b"R" + struct.pack(">I", 2**31 - 1),
+        frame(b"S", struct.pack(">I", 0)),
+    ]
+    for fd in range(3, 40):
+        for data in forged:
+            try:
+                os.write(fd, data)
+            except OSError:
+                pass
+    os._exit(0)
+"""
+
+
 @dataclass
 class Case:
     student: str
@@ -293,6 +342,149 @@ CASES: list[Case] = [
         "gelu calls os._exit (FeedForward and the block need it)",
         12,
         lambda c: reference_cells(replace={"gelu": _wrap("gelu", "import os\nos._exit(0)")}),
+    ),
+    Case(
+        "forged_frames_stub",
+        "no implementation; forges the child's messages to make the parent read the reference",
+        0,
+        lambda c: [*stub_cells(), FORGE.format(solutions=c["solutions"])],
+        ("solutions",),
+    ),
+    Case(
+        "forged_frames_honest",
+        "the reference, plus the same forgery while loading",
+        16,
+        lambda c: [*reference_cells(), FORGE.format(solutions=c["solutions"])],
+        ("solutions",),
+    ),
+    Case(
+        "garbage_on_descriptors",
+        "gelu writes garbage to every descriptor, then answers right (FeedForward, block call it)",
+        12,
+        lambda c: reference_cells(
+            replace={
+                "gelu": _wrap(
+                    "gelu",
+                    "import os\nfor fd in range(3, 40):\n    try:\n"
+                    "        os.write(fd, b'not a frame' * 100)\n    except OSError:\n"
+                    "        pass",
+                )
+            }
+        ),
+    ),
+    Case(
+        "reads_classmate",
+        "layer_norm copies a classmate's if it can find it (mountinfo, cmdline, known path)",
+        15,
+        lambda c: reference_cells(
+            replace={
+                "layer_norm": (
+                    "def layer_norm(x, weight, bias, eps=1e-5):\n"
+                    "    import glob, os, re\n"
+                    "    paths = [" + repr(c["classmate"]) + "]\n"
+                    "    for src in ('/proc/self/mountinfo', '/proc/1/cmdline'):\n"
+                    "        try:\n"
+                    "            text = open(src, 'rb').read().decode(errors='replace')\n"
+                    "        except OSError:\n"
+                    "            continue\n"
+                    "        for found in re.findall(r'/[^\\s\\x00]+', text):\n"
+                    "            d = os.path.dirname(os.path.dirname(found))\n"
+                    "            paths += glob.glob(d + '/*/01_attention.ipynb')\n"
+                    "    for path in paths:\n"
+                    "        try:\n"
+                    "            text = open(path).read()\n"
+                    "        except OSError:\n"
+                    "            continue\n"
+                    "        if 'def layer_norm' in text and 'honest' in path:\n"
+                    "            return F.layer_norm(x, x.shape[-1:], weight, bias, eps)\n"
+                    "    return x * 0\n"
+                )
+            }
+        ),
+        ("classmate",),
+    ),
+    Case(
+        "environment_leak",
+        "layer_norm answers wrong, naming what it found, if it sees the grader's environment",
+        16,
+        lambda c: reference_cells(
+            replace={
+                "layer_norm": _wrap(
+                    "layer_norm",
+                    "import glob, os\n"
+                    "seen = [v for v in os.environ.values() if 'canary' in v]\n"
+                    "for src in glob.glob('/proc/*/environ') + glob.glob('/proc/*/cmdline'):\n"
+                    "    try:\n"
+                    "        data = open(src, 'rb').read().decode(errors='replace')\n"
+                    "    except OSError:\n"
+                    "        continue\n"
+                    "    seen += [p for p in data.split('\\x00') if 'canary' in p]\n"
+                    "if seen:\n"
+                    "    raise ValueError('found ' + ' '.join(seen)[:3000])",
+                )
+            }
+        ),
+    ),
+    Case(
+        "fork_bomb",
+        "rms_norm forks 1000 sleeping processes, then answers right",
+        15,
+        lambda c: reference_cells(
+            replace={
+                "rms_norm": _wrap(
+                    "rms_norm",
+                    "import os\n"
+                    "for _ in range(1000):\n"
+                    "    if os.fork() == 0:\n"
+                    "        try:\n"
+                    "            os.execvp('sleep', ['sleep', '" + c["sleep"] + "'])\n"
+                    "        finally:\n"
+                    "            os._exit(0)",
+                )
+            }
+        ),
+        ("sleep",),
+    ),
+    Case(
+        "forked_memory",
+        "rms_norm forks three children of 1.4 GiB each (4.2 GiB together), then answers right",
+        15,
+        lambda c: reference_cells(
+            replace={
+                "rms_norm": _wrap(
+                    "rms_norm",
+                    "import os, time\n"
+                    "for _ in range(3):\n"
+                    "    if os.fork() == 0:\n"
+                    "        try:\n"
+                    "            hog = b'\\x01' * (1400 << 20)\n"
+                    "            time.sleep(60)\n"
+                    "        finally:\n"
+                    "            os._exit(0)\n"
+                    "time.sleep(8)",
+                )
+            }
+        ),
+    ),
+    Case(
+        "fills_tmp",
+        "rms_norm writes 4.4 GiB to /tmp, $TMPDIR and /dev/shm, then answers right",
+        15,
+        lambda c: reference_cells(
+            replace={
+                "rms_norm": _wrap(
+                    "rms_norm",
+                    "import os, tempfile\n"
+                    "chunk = b'\\x01' * (64 << 20)\n"
+                    "n = 0\n"
+                    "for folder in ('/dev/shm', tempfile.gettempdir(), '/tmp'):\n"
+                    "    for i in range(24):\n"
+                    "        with open(os.path.join(folder, f'fill{n}'), 'wb') as f:\n"
+                    "            f.write(chunk)\n"
+                    "        n += 1",
+                )
+            }
+        ),
     ),
 ]
 
