@@ -6,14 +6,21 @@
 - ``llm-course release --out DIR``: the nbgrader course folder and the student bundle.
 
 Exit status: 0 when everything passed (check) or every submission was graded
-(grade), 1 when an exercise fails, 2 for a usage error.
+(grade), 1 when an exercise fails or a submission could not be graded, 2 for a
+usage error; ``grade`` stopped by SIGINT or SIGTERM exits 130 or 143 after
+writing what it graded (running it again grades the rest).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from autograder.core.chapters import UnknownChapter, resolve_chapter
 from autograder.core.fixtures import FixtureMissing
@@ -38,36 +45,102 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
+class _StopOnSignals:
+    """While active, SIGINT and SIGTERM call ``target`` (once) instead of killing the process.
+
+    A second signal ends the process at once. Remembers the first signal's number.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._target: Callable[[], None] | None = None
+        self._previous: dict[int, Any] = {}
+
+    def set_target(self, target: Callable[[], None]) -> None:
+        self._target = target
+        if self.signum is not None:
+            target()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            os._exit(128 + signum)
+        self.signum = signum
+        if self._target is not None:
+            self._target()
+
+    def __enter__(self) -> _StopOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def _cmd_grade(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from autograder.core.batch import ClassGrader, discover
+    from autograder.core.batch import ClassGrader, discover, is_warning
     from autograder.core.sandbox import IsolatedExecutor, Limits
 
-    subs, problems = discover(args.paths, args.chapter)
-    for problem in problems:
-        print(f"llm-course grade: {problem}", file=sys.stderr)
-    limits = Limits(exercise_seconds=args.exercise_timeout)
-    executor = IsolatedExecutor(limits, isolation=args.isolation)
+    out = Path(args.out)
+
+    def say(text: str) -> None:
+        print(f"llm-course grade: {text}", file=sys.stderr)
+
+    with _StopOnSignals() as stopper:
+        subs, problems = discover(args.paths, args.chapter)
+        limits = Limits(exercise_seconds=args.exercise_timeout)
+        executor = IsolatedExecutor(limits, isolation=args.isolation)
+        grader = ClassGrader(out, executor, junit=args.junit)
+        stopper.set_target(grader.request_stop)
+        grader.log(f"grading {' '.join(map(str, args.paths))} (isolation: {executor.mode})")
+        if executor.warning:  # for the instructor only: never in a student's results.json
+            say(f"warning: {executor.warning}")
+            grader.log(f"warning: {executor.warning}")
+        for problem in problems:
+            say(problem)
+            grader.log(problem)
+
+        def progress(n: int) -> Any:
+            print(
+                f"grading {n} submissions ({len(subs) - n} already graded) into {out} "
+                f"with {args.jobs} worker(s), isolation: {executor.mode}",
+                file=sys.stderr,
+            )
+            return tqdm(total=n, unit="submission", desc="grading", file=sys.stderr)
+
+        report = grader.grade_all(subs, jobs=args.jobs, progress=progress)
+
+    for refusal in report.refused:
+        say(f"refused (0 points): {refusal}")
+        grader.log(f"refused (0 points): {refusal}")
+    for error in report.errors:
+        say(error)
+        grader.log(error)
     if executor.warning:
-        print(f"llm-course grade: warning: {executor.warning}", file=sys.stderr)
-    grader = ClassGrader(Path(args.out), executor, note=executor.warning, junit=args.junit)
-    done = sum(grader.is_done(s) for s in subs)
-    print(
-        f"grading {len(subs) - done} submissions ({done} already graded) into {args.out} "
-        f"with {args.jobs} worker(s), isolation: {executor.mode}",
-        file=sys.stderr,
+        say(f"warning: {executor.warning}")
+    summary = (
+        f"{len(report.graded)} submission(s) graded in this run, {report.already} unchanged "
+        f"since an earlier run, {len(report.errors)} error(s)"
     )
-    errors = grader.grade_all(
-        subs,
-        jobs=args.jobs,
-        progress=lambda n: tqdm(total=n, unit="submission", desc="grading", file=sys.stderr),
-    )
-    for error in errors:
-        print(f"llm-course grade: {error}", file=sys.stderr)
-    print(f"wrote {Path(args.out) / 'grades.csv'}")
-    ungraded = [p for p in problems if "graded the last one" not in p]
-    return 1 if errors or ungraded else 0
+    grader.log(summary)
+    print(f"wrote {out / 'grades.csv'} ({summary})")
+    if stopper.signum is not None:
+        name = signal.Signals(stopper.signum).name
+        message = (
+            f"stopped by {name}: {len(report.graded)} submission(s) graded in this run, "
+            f"{report.interrupted} not graded yet; run the same command again to grade the rest"
+        )
+        say(message)
+        grader.log(message)
+        return 128 + stopper.signum
+    ungraded = [p for p in problems if not is_warning(p)]
+    return 1 if report.errors or ungraded else 0
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
@@ -103,7 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
         "paths", nargs="+", help="submitted notebooks, or folders holding STUDENT_ID/*.ipynb"
     )
     grade.add_argument("--chapter", help="chapter (default: from the notebook's name or metadata)")
-    grade.add_argument("--out", required=True, help="output folder (grades.csv, results.json)")
+    grade.add_argument(
+        "--out",
+        required=True,
+        help="output folder: grades.csv, students/STUDENT_ID/results.json, grading.log",
+    )
     grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once")
     grade.add_argument("--junit", action="store_true", help="also write DIR/junit.xml")
     grade.add_argument(

@@ -2,30 +2,52 @@
 
 Layout of the output folder::
 
-    DIR/grades.csv                 one row per student and chapter
-    DIR/STUDENT_ID/results.json    Gradescope's format, every chapter of that student
-    DIR/STUDENT_ID/NN_SLUG.json    the full record of one graded submission (resuming)
-    DIR/junit.xml                  optional, one test case per exercise
+    DIR/grades.csv                          one row per student and chapter
+    DIR/junit.xml                           with --junit: one test case per exercise
+    DIR/grading.log                         for the instructor: each run's warnings and problems
+    DIR/students/STUDENT_ID/results.json    Gradescope's format, every chapter of that student
+    DIR/students/STUDENT_ID/NN_SLUG.json    the full record of one graded submission (resuming)
 
-Every file is written to a temporary name and renamed into place, so an
-interrupted run leaves only complete files. A record remembers the submission's
-SHA-256 and the grading seed: running the same command again grades only what is
-new or changed, and a submission always gets the same score.
+Student ids are folder names, chosen by whoever made the folders, so they only
+ever name folders under ``DIR/students/``: no id can collide with a file of the
+grader's. Every text cell of grades.csv is escaped against spreadsheet formulas.
+
+A submission is read once, safely (:mod:`autograder.core.intake`: no symbolic
+links, FIFOs or devices, at most 20 MB); its SHA-256 comes from the bytes read
+and a private copy of exactly those bytes is graded. A file that cannot be
+taken gets zero points with the reason as every exercise's message.
+
+Each step of one submission (discovery, reading, hashing, grading, writing its
+record) fails for that submission alone and is reported; the class goes on.
+Every file is written to a temporary name and renamed into place, so a failed
+or interrupted run leaves only complete files (and removes its temporary
+ones). A record remembers the submission's SHA-256 and the grading seed:
+running the same command again grades only what is new, changed or not yet
+recorded, and a submission always gets the same score. ``results.json``,
+``grades.csv`` and ``junit.xml`` are derived from the records and rebuilt at
+the end of every run, so a run that could not write them (a full disk) is
+repaired by the next one.
+
+:meth:`ClassGrader.request_stop` (the command line calls it on SIGINT and
+SIGTERM) stops a run within seconds: nothing new starts, running submissions
+are cancelled and get no record, and the summary of what was graded is written.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
+import queue
+import re
+import stat
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -34,30 +56,115 @@ from autograder.core.chapters import CHAPTERS, ChapterInfo, chapter_from_filenam
 from autograder.core.evaluate import ExerciseResult, evaluate
 from autograder.core.executors import Executor
 from autograder.core.grading import expectations
+from autograder.core.intake import Refused, Taken, private_copy, read_submission
 from autograder.core.materialize import GRADING_SEED, jobs_for
+from autograder.core.runner import JobResult
 
 RECORD_VERSION = 1
+SUFFIXES = (".ipynb", ".py")
+STUDENTS = "students"  # DIR/students/STUDENT_ID/
+LOG = "grading.log"
+STOP_GRACE_SECONDS = 5.0  # how long a stop waits for cancelled submissions to return
+DUPLICATE = "; graded "  # marks the one kind of problem that is only a warning
+_RECORD_NAMES = {f"{c.key}.json" for c in CHAPTERS}
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
 
 
 @dataclass(frozen=True)
 class Submission:
+    """One student's file for one chapter; ``root`` is the folder the instructor named.
+
+    No symbolic link is followed from ``root`` down to ``path`` (see
+    :func:`autograder.core.intake.read_submission`); ``None`` means the file's folder.
+    """
+
     student_id: str
     chapter: ChapterInfo
     path: Path
+    root: Path | None = None
 
 
-def _chapter_of(path: Path, chapter: str | None) -> ChapterInfo | None:
+class _Unknown(Exception):
+    """A file's chapter cannot be told."""
+
+
+def _chapter_of(path: Path, root: Path, chapter: ChapterInfo | None) -> ChapterInfo:
     """--chapter, else the file name, else the notebook's ``llm_course`` metadata."""
-    if chapter:
-        return resolve_chapter(chapter)
+    if chapter is not None:
+        return chapter
     info = chapter_from_filename(path)
-    if info is None and path.suffix == ".ipynb":
+    if info is not None:
+        return info
+    why = "name it NN_SLUG.ipynb or pass --chapter"
+    if path.suffix == ".ipynb":
         try:
-            meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
-            info = resolve_chapter(str(meta.get("llm_course", {}).get("chapter", "")))
-        except (ValueError, OSError, AttributeError):
-            return None
-    return info
+            meta = json.loads(read_submission(path, root).data).get("metadata", {})
+            return resolve_chapter(str(meta.get("llm_course", {}).get("chapter", "")))
+        except Refused as exc:
+            why = str(exc)
+        except RecursionError:
+            why = f"its JSON is nested too deeply to read; {why}"
+        except Exception:  # noqa: BLE001 - not JSON, no metadata, unknown chapter...
+            pass
+    raise _Unknown(f"{path}: cannot tell its chapter ({why})")
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _class_folder(folder: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """(student id, file) of every candidate under ``folder``, and the problems.
+
+    ``STUDENT_ID/*.ipynb|*.py``, or nbgrader's ``STUDENT_ID/ASSIGNMENT/*.ipynb``.
+    Nothing here follows a symbolic link: a linked student folder is reported; a
+    linked file is a candidate, which grading refuses with the reason. Files of
+    any type are candidates (a FIFO named 01_attention.ipynb gets its message).
+    """
+    found: list[tuple[str, Path]] = []
+    problems: list[str] = []
+    with os.scandir(folder) as it:
+        students = sorted(it, key=lambda e: e.name)
+    for d in students:
+        if d.is_symlink():
+            if os.path.isdir(d.path):
+                problems.append(
+                    f"{d.path}: a symbolic link to a folder, not a student's folder: not "
+                    "followed (copy the files in instead)"
+                )
+            continue
+        if not d.is_dir(follow_symlinks=False):
+            continue
+        try:
+            with os.scandir(d.path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            for e in entries:
+                if e.is_dir(follow_symlinks=False):
+                    if e.name.startswith("."):
+                        continue  # .ipynb_checkpoints and the like
+                    with os.scandir(e.path) as inner:
+                        for f in sorted(inner, key=lambda e: e.name):
+                            if f.name.endswith(".ipynb") and not f.is_dir(follow_symlinks=False):
+                                found.append((d.name, Path(f.path)))
+                elif Path(e.name).suffix in SUFFIXES:
+                    found.append((d.name, Path(e.path)))
+                elif e.is_symlink() and chapter_from_filename(e.name) and os.path.isdir(e.path):
+                    problems.append(f"{e.path}: a symbolic link to a folder: not followed")
+        except OSError as exc:
+            problems.append(f"{d.path}: cannot be listed: {exc.strerror or exc}")
+    if not found and not problems:
+        problems.append(f"{folder}: no STUDENT_ID/*.ipynb inside")
+    return found, problems
+
+
+def _student_of_file(path: Path) -> str:
+    folder = Path(os.path.abspath(path)).parent
+    if chapter_from_filename(folder.name) is not None:  # nbgrader: STUDENT/ASSIGNMENT/
+        folder = folder.parent
+    return folder.name or path.stem
 
 
 def discover(
@@ -66,51 +173,59 @@ def discover(
     """Submissions named by ``paths``: notebooks, or folders of ``STUDENT_ID/*.ipynb``.
 
     Returns the submissions and the problems (a path that does not exist, a
-    notebook whose chapter cannot be told).
+    notebook whose chapter cannot be told, a linked folder...). A file that
+    cannot be examined is one problem; discovery goes on with the others.
+    Raises :class:`autograder.core.chapters.UnknownChapter` for a bad ``chapter``.
     """
+    forced = resolve_chapter(chapter) if chapter else None
     found: list[Submission] = []
     problems: list[str] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            # STUDENT_ID/*.ipynb, or nbgrader's STUDENT_ID/ASSIGNMENT/*.ipynb
-            candidates = sorted(
-                p
-                for d in sorted(path.iterdir())
-                if d.is_dir()
-                for p in [*d.iterdir(), *d.glob("*/*.ipynb")]
-                if p.suffix in (".ipynb", ".py") and p.is_file()
-            )
-            if not candidates:
-                problems.append(f"{path}: no STUDENT_ID/*.ipynb inside")
-        elif path.exists():
-            candidates = [path]
-        else:
-            problems.append(f"{path} does not exist")
-            continue
-        for nb in candidates:
-            info = _chapter_of(nb, chapter)
-            if info is None:
-                problems.append(
-                    f"{nb}: cannot tell its chapter (name it NN_SLUG.ipynb or pass --chapter)"
-                )
+        try:
+            if path.is_dir():
+                candidates, more = _class_folder(path)
+                problems += more
+                root = path
+            elif path.exists() or path.is_symlink():
+                candidates, root = [(_student_of_file(path), path)], path.parent
+            else:
+                problems.append(f"{path} does not exist")
                 continue
-            folder = nb.parent
-            if chapter_from_filename(folder.name) is not None:  # nbgrader: STUDENT/ASSIGNMENT/
-                folder = folder.parent
-            student = folder.name or nb.stem
-            found.append(Submission(student, info, nb))
-    keys = [(s.student_id, s.chapter.key) for s in found]
-    for key in sorted({k for k in keys if keys.count(k) > 1}):
-        problems.append(
-            f"student {key[0]} has more than one notebook for chapter {key[1]}; graded the last one"
-        )
-    unique = {(s.student_id, s.chapter.key): s for s in found}
+        except OSError as exc:
+            problems.append(f"{path}: cannot be listed: {exc.strerror or exc}")
+            continue
+        for student, nb in candidates:
+            try:
+                found.append(Submission(student, _chapter_of(nb, root, forced), nb, root))
+            except _Unknown as exc:
+                problems.append(str(exc))
+            except Exception as exc:  # noqa: BLE001 - one odd file must not stop the class
+                problems.append(f"{nb}: could not be examined: {type(exc).__name__}: {exc}")
+    # when a student has several files for a chapter, grade a regular file if there is one
+    found.sort(key=lambda s: (s.student_id, s.chapter.key, _is_regular(s.path), str(s.path)))
+    unique: dict[tuple[str, str], Submission] = {}
+    for sub in found:
+        key = (sub.student_id, sub.chapter.key)
+        if key in unique:
+            problems.append(
+                f"student {key[0]} has more than one notebook for chapter {key[1]} "
+                f"({unique[key].path.name}, {sub.path.name}){DUPLICATE}{sub.path.name}"
+            )
+        unique[key] = sub
     return list(unique.values()), problems
 
 
+def is_warning(problem: str) -> bool:
+    """Whether a problem of :func:`discover` still left the student's work graded."""
+    return DUPLICATE in problem
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half.
+
+    On any failure (a full disk...) the temporary file is removed and the error raised.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -125,27 +240,85 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
-def sha256(path: Path) -> str:
+def remove_temporary_files(out: Path) -> list[Path]:
+    """Remove what an earlier run killed mid-write left (``.NAME.XXXX.tmp``); return them."""
+    removed = []
+    for folder in [out, *(_subfolders(out / STUDENTS))]:
+        try:
+            with os.scandir(folder) as it:
+                names = [e.name for e in it if e.is_file(follow_symlinks=False)]
+        except OSError:
+            continue
+        for name in names:
+            if _TEMPORARY.match(name):
+                try:
+                    os.unlink(folder / name)
+                    removed.append(folder / name)
+                except OSError:
+                    pass
+    return removed
+
+
+def _subfolders(folder: Path) -> list[Path]:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        with os.scandir(folder) as it:
+            return [Path(e.path) for e in it if e.is_dir(follow_symlinks=False)]
     except OSError:
-        return "unreadable"
+        return []
+
+
+def sha256(path: Path, root: Path | None = None) -> str:
+    """The SHA-256 of a submission as :func:`read_submission` reads it, or why it cannot be."""
+    try:
+        return read_submission(path, root).sha256
+    except Refused as exc:
+        return f"refused: {exc}"
+    except OSError as exc:
+        return f"unreadable: {exc}"
 
 
 def _record_path(out: Path, sub: Submission) -> Path:
-    return out / sub.student_id / f"{sub.chapter.key}.json"
+    return out / STUDENTS / sub.student_id / f"{sub.chapter.key}.json"
+
+
+def _valid_record(record: Any) -> bool:
+    try:
+        return (
+            record["version"] == RECORD_VERSION
+            and isinstance(record["student_id"], str)
+            and isinstance(record["chapter"], str)
+            and isinstance(record["sha256"], str)
+            and isinstance(record["score"], int | float)
+            and isinstance(record["max_score"], int | float)
+            and all(
+                isinstance(ex["name"], str)
+                and isinstance(ex["score"], int | float)
+                and isinstance(ex["max_score"], int | float)
+                and isinstance(ex["status"], str)
+                and isinstance(ex["message"], str)
+                and isinstance(ex["hint"], str)
+                for ex in record["exercises"]
+            )
+            and "seed" in record
+        )
+    except (KeyError, TypeError):
+        return False
 
 
 def _load_record(path: Path) -> dict[str, Any] | None:
+    """A record, or None when it is missing, unreadable or not a whole record."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 - whatever is there, it is no record
         return None
-    return record if record.get("version") == RECORD_VERSION else None
+    return record if _valid_record(record) else None
 
 
-def gradescope_results(records: list[dict[str, Any]], note: str = "") -> dict[str, Any]:
-    """Gradescope's results.json for one student: one test per exercise of every chapter."""
+def gradescope_results(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Gradescope's results.json for one student: one test per exercise of every chapter.
+
+    Everything in it is shown to the student: grader warnings never go here.
+    """
     tests = []
     for rec in records:
         for ex in rec["exercises"]:
@@ -162,19 +335,33 @@ def gradescope_results(records: list[dict[str, Any]], note: str = "") -> dict[st
     return {
         "score": sum(r["score"] for r in records),
         "max_score": sum(r["max_score"] for r in records),
-        "output": note,
+        "output": "",
         "tests": tests,
     }
 
 
 def _all_records(out: Path) -> list[dict[str, Any]]:
+    """Every valid record under ``DIR/students/``, in student order."""
     records = []
-    for path in sorted(out.glob("*/*.json")):
-        if path.name != "results.json":
-            rec = _load_record(path)
-            if rec is not None:
+    for folder in sorted(_subfolders(out / STUDENTS)):
+        for name in sorted(_RECORD_NAMES):
+            rec = _load_record(folder / name)
+            if rec is not None and rec["student_id"] == folder.name:
                 records.append(rec)
     return records
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(value: str) -> str:
+    """A text cell a spreadsheet shows as text (OWASP's advice against CSV injection).
+
+    A cell starting with = + - @ tab or carriage return gets a leading single
+    quote; characters that cannot be written as UTF-8 become escapes.
+    """
+    text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def grades_csv(records: list[dict[str, Any]]) -> str:
@@ -187,11 +374,20 @@ def grades_csv(records: list[dict[str, Any]]) -> str:
             if ex["name"] not in columns:
                 columns.append(ex["name"])
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["student_id", "chapter", "score", "max_score", *columns])
+    # CRLF as RFC 4180 says, and so a cell holding a carriage return is quoted (with "\n"
+    # as the terminator the csv module leaves a lone "\r" bare and it starts a new row)
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(
+        [spreadsheet_text(c) for c in ("student_id", "chapter", "score", "max_score", *columns)]
+    )
     for rec in records:
         by_name = {ex["name"]: ex["score"] for ex in rec["exercises"]}
-        row = [rec["student_id"], rec["chapter"], _num(rec["score"]), rec["max_score"]]
+        row = [
+            spreadsheet_text(rec["student_id"]),
+            spreadsheet_text(rec["chapter"]),
+            _num(rec["score"]),
+            _num(rec["max_score"]),
+        ]
         writer.writerow(row + [_num(by_name[c]) if c in by_name else "" for c in columns])
     return buf.getvalue()
 
@@ -200,18 +396,26 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml(text: str) -> str:
+    """``text`` without the characters XML 1.0 cannot hold (a folder name may have them)."""
+    return _NOT_XML.sub("\ufffd", text)
+
+
 def junit_xml(records: list[dict[str, Any]]) -> str:
     lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<testsuites>"]
     for rec in records:
         failures = sum(ex["status"] != "passed" for ex in rec["exercises"])
-        name = quoteattr(f"{rec['student_id']}.{rec['chapter']}")
+        name = quoteattr(_xml(f"{rec['student_id']}.{rec['chapter']}"))
         lines.append(
             f'  <testsuite name={name} tests="{len(rec["exercises"])}" failures="{failures}">'
         )
         for ex in rec["exercises"]:
-            lines.append(f"    <testcase classname={name} name={quoteattr(ex['name'])}>")
+            lines.append(f"    <testcase classname={name} name={quoteattr(_xml(ex['name']))}>")
             if ex["status"] != "passed":
-                msg = ex["message"] + (f" Hint: {ex['hint']}" if ex["hint"] else "")
+                msg = _xml(ex["message"] + (f" Hint: {ex['hint']}" if ex["hint"] else ""))
                 lines.append(
                     f"      <failure message={quoteattr(ex['status'])}>{escape(msg)}</failure>"
                 )
@@ -219,6 +423,27 @@ def junit_xml(records: list[dict[str, Any]]) -> str:
         lines.append("  </testsuite>")
     lines.append("</testsuites>")
     return "\n".join(lines) + "\n"
+
+
+class Interrupted(Exception):
+    """Grading of a submission was stopped (:meth:`ClassGrader.request_stop`)."""
+
+
+@dataclass
+class RunReport:
+    """What one :meth:`ClassGrader.grade_all` did."""
+
+    graded: list[str] = field(default_factory=list)  # "STUDENT_ID NN_SLUG", graded this run
+    already: int = 0  # graded by an earlier run, unchanged
+    refused: list[str] = field(default_factory=list)  # given 0: the file could not be taken
+    errors: list[str] = field(default_factory=list)  # not graded: internal errors, write errors
+    interrupted: int = 0  # not graded because the run was stopped
+    stopped: bool = False
+    abandoned: int = 0  # cancelled submissions still running when grade_all returned
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.stopped
 
 
 class ClassGrader:
@@ -229,74 +454,257 @@ class ClassGrader:
         out: Path,
         executor: Executor,
         seed: int = GRADING_SEED,
-        note: str = "",
         junit: bool = False,
+        stop_grace: float = STOP_GRACE_SECONDS,
     ) -> None:
-        self.out, self.executor, self.seed, self.note = Path(out), executor, seed, note
-        self.junit = junit
-        self._lock = threading.Lock()
+        self.out, self.executor, self.seed = Path(out), executor, seed
+        self.junit, self.stop_grace = junit, stop_grace
+        self._lock = threading.Lock()  # records, results.json and the summary are written under it
+        self._stop = threading.Event()
+        self._report_lock = threading.Lock()
+        self._records: dict[tuple[str, str], dict[str, Any]] = {}
 
+    # -- stopping
+    def request_stop(self) -> None:
+        """Stop :meth:`grade_all` soon: safe to call from a signal handler or another thread."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _cancel_executor(self) -> float:
+        """Cancel what the executor runs; return how long to wait for it to give up.
+
+        An executor without ``cancel()`` cannot be hurried: its results would be
+        thrown away anyway, so there is little point in waiting for them.
+        """
+        cancel = getattr(self.executor, "cancel", None)
+        if not callable(cancel):
+            return min(self.stop_grace, 1.0)
+        try:
+            cancel()
+        except Exception:  # noqa: BLE001 - stopping goes on regardless
+            pass
+        return self.stop_grace
+
+    # -- one submission
     def is_done(self, sub: Submission) -> bool:
+        """Whether a record of this very file (same bytes, same seed) exists."""
         rec = _load_record(_record_path(self.out, sub))
-        return bool(rec) and rec["sha256"] == sha256(sub.path) and rec["seed"] == self.seed
+        if rec is None or rec["seed"] != self.seed:
+            return False
+        return rec["sha256"] == sha256(sub.path, sub.root)
+
+    def _results(self, sub: Submission, taken: Taken | Refused) -> list[ExerciseResult]:
+        chapter = expectations(sub.chapter, self.seed)
+        if isinstance(taken, Refused):
+            refusal = f"not graded: {taken}"
+            runs = [
+                JobResult(
+                    exercise=ex["name"], status="unreadable", message=refusal, outputs=[], errors=[]
+                )
+                for ex in chapter["exercises"]
+            ]
+            return evaluate(chapter["exercises"], runs)
+        with private_copy(taken) as copy:
+            runs = self.executor(copy, jobs_for(chapter))
+        if self._stop.is_set():  # whatever came back, it may come from a killed child
+            raise Interrupted
+        return evaluate(chapter["exercises"], runs)
 
     def grade_one(self, sub: Submission) -> dict[str, Any]:
-        chapter = expectations(sub.chapter, self.seed)
-        results: list[ExerciseResult] = evaluate(
-            chapter["exercises"], self.executor(sub.path, jobs_for(chapter))
-        )
+        """Read, grade and record one submission; raises :class:`Interrupted` when stopped."""
+        if self._stop.is_set():
+            raise Interrupted
+        try:
+            taken: Taken | Refused = read_submission(sub.path, sub.root)
+        except Refused as exc:
+            taken = exc
+        results = self._results(sub, taken)
         record = {
             "version": RECORD_VERSION,
             "student_id": sub.student_id,
             "chapter": sub.chapter.key,
             "submission": str(sub.path),
-            "sha256": sha256(sub.path),
+            "sha256": taken.sha256 if isinstance(taken, Taken) else f"refused: {taken}",
             "seed": self.seed,
             "score": sum(r.score for r in results),
             "max_score": sum(r.max_score for r in results),
             "exercises": [asdict(r) for r in results],
         }
         with self._lock:
+            if self._stop.is_set():
+                raise Interrupted
             atomic_write_text(_record_path(self.out, sub), json.dumps(record, indent=1))
-            self._write_student(sub.student_id)
-            self.write_summary()
+            self._records[(sub.student_id, sub.chapter.key)] = record
+            # best effort: both are rebuilt at the end of the run
+            try:
+                self._write_student(sub.student_id)
+                self._write_summary()
+            except OSError:
+                pass
         return record
 
     def _write_student(self, student_id: str) -> None:
-        records = [r for r in _all_records(self.out) if r["student_id"] == student_id]
-        results = gradescope_results(records, self.note)
-        atomic_write_text(self.out / student_id / "results.json", json.dumps(results, indent=1))
+        """DIR/students/STUDENT_ID/results.json from the records, when it changed."""
+        records = [r for (s, _), r in sorted(self._records.items()) if s == student_id]
+        path = self.out / STUDENTS / student_id / "results.json"
+        text = json.dumps(gradescope_results(records), indent=1)
+        try:
+            if path.read_text(encoding="utf-8") == text:
+                return
+        except (OSError, UnicodeDecodeError):
+            pass
+        atomic_write_text(path, text)
 
-    def write_summary(self) -> None:
-        records = _all_records(self.out)
+    def _write_summary(self) -> None:
+        records = list(self._records.values())
         atomic_write_text(self.out / "grades.csv", grades_csv(records))
         if self.junit:
             atomic_write_text(self.out / "junit.xml", junit_xml(records))
 
+    def write_summary(self) -> list[str]:
+        """Rebuild grades.csv, junit.xml and every student's results.json from the records.
+
+        Returns the problems (a file that could not be written), one per file.
+        """
+        problems = []
+        with self._lock:
+            self._records = {(r["student_id"], r["chapter"]): r for r in _all_records(self.out)}
+            for student in sorted({s for s, _ in self._records}):
+                try:
+                    self._write_student(student)
+                except OSError as exc:
+                    problems.append(f"{student}: results.json not written: {exc}")
+            try:
+                self._write_summary()
+            except OSError as exc:
+                problems.append(f"grades.csv/junit.xml not written: {exc}")
+        return problems
+
+    def log(self, text: str) -> None:
+        """Append a line to DIR/grading.log (for the instructor; failures are ignored)."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / LOG, "a", encoding="utf-8", errors="backslashreplace") as f:
+                for line in text.splitlines() or [""]:
+                    f.write(f"{stamp} {line}\n")
+        except OSError:
+            pass
+
+    def _safely(self, sub: Submission, report: RunReport) -> None:
+        """Grade one submission; whatever happens is noted in ``report``, never raised."""
+        what = f"{sub.student_id} {sub.chapter.key}"
+        outcome, detail = "graded", ""
+        try:
+            record = self.grade_one(sub)
+        except Interrupted:
+            outcome = "interrupted"
+        except Exception as exc:  # noqa: BLE001 - a grader bug must not stop the class
+            if self._stop.is_set():  # e.g. GradingCancelled from a cancelled executor
+                outcome = "interrupted"
+            elif isinstance(exc, OSError):  # a full disk, a file that vanished...
+                outcome, detail = "error", f"{what}: not graded: {exc}"
+            else:
+                outcome = "error"
+                detail = f"{what}: internal error, not graded:\n{traceback.format_exc()}"
+        else:
+            if record["sha256"].startswith("refused: "):
+                detail = f"{what}: {record['sha256'].removeprefix('refused: ')}"
+        with self._report_lock:
+            if outcome == "graded":
+                report.graded.append(what)
+                if detail:
+                    report.refused.append(detail)
+            elif outcome == "error":
+                report.errors.append(detail)
+            else:
+                report.interrupted += 1
+
+    # -- a class
     def grade_all(
         self, subs: list[Submission], jobs: int = 1, progress: Callable[[int], Any] | None = None
-    ) -> list[str]:
-        """Grade every submission not graded yet; return the internal errors (normally none)."""
+    ) -> RunReport:
+        """Grade every submission not graded yet; the report says what happened.
+
+        Returns after :meth:`request_stop` within about ``stop_grace`` seconds,
+        even when the executor cannot cancel what it is running.
+        """
+        report = RunReport()
         self.out.mkdir(parents=True, exist_ok=True)
-        todo = [s for s in subs if not self.is_done(s)]
-        for info in {s.chapter for s in todo}:
-            expectations(info, self.seed)  # computed once, before the workers start
-        errors: list[str] = []
+        remove_temporary_files(self.out)
+        todo = []
+        for s in subs:
+            try:
+                done = self.is_done(s)
+            except Exception:  # noqa: BLE001 - then grade it again
+                done = False
+            if done:
+                report.already += 1
+            else:
+                todo.append(s)
+        failed_chapters: set[ChapterInfo] = set()
+        for info in sorted({s.chapter for s in todo}, key=lambda c: c.key):
+            if self._stop.is_set():
+                break
+            try:
+                expectations(info, self.seed)  # computed once, before the workers start
+            except ModuleNotFoundError:
+                raise  # no solutions/ here: nothing can be graded
+            except Exception:  # noqa: BLE001 - costs that chapter, not the others
+                failed_chapters.add(info)
+                report.errors.append(
+                    f"chapter {info.key}: its grading cases could not be made, nothing of it "
+                    f"graded:\n{traceback.format_exc()}"
+                )
+        todo = [s for s in todo if s.chapter not in failed_chapters]
+        self.write_summary()
         bar = progress(len(todo)) if progress else None
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = {pool.submit(self.grade_one, s): s for s in todo}
-            for future in as_completed(futures):
-                sub = futures[future]
+        work: queue.SimpleQueue[Submission] = queue.SimpleQueue()
+        for s in todo:
+            work.put(s)
+        finished: queue.SimpleQueue[Submission] = queue.SimpleQueue()
+
+        def worker() -> None:
+            while not self._stop.is_set():
                 try:
-                    future.result()
-                except Exception:  # noqa: BLE001 - a grader bug must not stop the class
-                    errors.append(
-                        f"{sub.student_id} {sub.chapter.key}: internal error, not "
-                        f"graded:\n{traceback.format_exc()}"
-                    )
-                if bar is not None:
-                    bar.update(1)
+                    sub = work.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    self._safely(sub, report)
+                finally:
+                    finished.put(sub)
+
+        # daemon threads: a stuck executor call cannot keep the process alive after a stop
+        threads = [
+            threading.Thread(target=worker, name=f"grader-{i}", daemon=True)
+            for i in range(max(1, min(jobs, len(todo))))
+        ]
+        for t in threads:
+            t.start()
+        remaining, deadline = len(todo), None
+        while remaining:
+            if self._stop.is_set() and deadline is None:
+                deadline = time.monotonic() + self._cancel_executor()
+            if deadline is not None and not any(t.is_alive() for t in threads):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            try:
+                finished.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            remaining -= 1
+            if bar is not None:
+                bar.update(1)
         if bar is not None:
             bar.close()
-        self.write_summary()
-        return errors
+        report.stopped = self._stop.is_set()
+        if report.stopped:
+            report.abandoned = sum(t.is_alive() for t in threads)
+            report.interrupted = len(todo) - len(report.graded) - len(report.errors)
+        report.errors += self.write_summary()
+        return report

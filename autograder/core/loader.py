@@ -86,6 +86,12 @@ def read_chunks(path: Path) -> list[Chunk]:
             f"(line {exc.lineno}, column {exc.colno}: {exc.msg}); "
             "was it saved from Jupyter, or truncated?"
         ) from None
+    except RecursionError:
+        raise SubmissionError(
+            f"{path.name} is not a valid notebook: its JSON is nested too deeply to read"
+        ) from None
+    except (ValueError, MemoryError) as exc:  # e.g. an integer of 5000 digits
+        raise SubmissionError(f"{path.name} is not a valid notebook: {exc}") from None
     cells = notebook.get("cells") if isinstance(notebook, dict) else None
     if not isinstance(cells, list):
         raise SubmissionError(f"{path.name} is JSON but not a Jupyter notebook (no list of cells)")
@@ -140,7 +146,11 @@ def _short_error(exc: BaseException, filename_prefix: str = "<") -> str:
 
 def _record(sub: Submission, chunk: Chunk, node: ast.stmt, why: str) -> None:
     """Charge a failed statement to the names it defines (or to the notes)."""
-    problem = f"{chunk.origin}: `{ast.unparse(node).splitlines()[0]}` failed: {why}"
+    try:
+        statement = ast.unparse(node).splitlines()[0]
+    except (RecursionError, MemoryError, ValueError, IndexError):
+        statement = f"line {node.lineno}"
+    problem = f"{chunk.origin}: `{statement}` failed: {why}"
     names = _defined_names(node)
     for name in names:
         sub.broken[name] = problem
@@ -174,8 +184,13 @@ def load_submission(
         linecache.cache[filename] = (len(chunk.source), None, lines, filename)
         try:
             tree = ast.parse(chunk.source, filename=filename)
-        except SyntaxError as exc:
-            problem = f"{chunk.origin} has a syntax error on line {exc.lineno}: {exc.msg}"
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+            if isinstance(exc, SyntaxError):
+                problem = f"{chunk.origin} has a syntax error on line {exc.lineno}: {exc.msg}"
+            elif isinstance(exc, ValueError):
+                problem = f"{chunk.origin} cannot be parsed: {exc}"
+            else:  # the parser's stack overflowed
+                problem = f"{chunk.origin} cannot be parsed: its code is nested too deeply"
             names = _DEFINES.findall(chunk.source)
             for name in names:
                 sub.broken[name] = problem
@@ -191,8 +206,8 @@ def load_submission(
                 continue
             if on_statement is not None:
                 on_statement(key)
-            code = compile(ast.Module(body=[node], type_ignores=[]), filename, "exec")
             try:
+                code = compile(ast.Module(body=[node], type_ignores=[]), filename, "exec")
                 exec(code, sub.namespace)  # noqa: S102 - this is the point of a loader
             except KeyboardInterrupt:
                 raise
