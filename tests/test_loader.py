@@ -128,3 +128,32 @@ def test_an_imported_object_does_not_count_as_the_students_own(tmp_path: Path) -
         "write your own"
     )
     assert sub.lookup("sqrt")[0] is None
+
+
+def test_deeply_nested_json_is_a_clear_error_not_a_recursion_error(tmp_path: Path) -> None:
+    path = tmp_path / "01_attention.ipynb"
+    path.write_text("[" * 100_000)
+    with pytest.raises(SubmissionError, match="its JSON is nested too deeply to read"):
+        load_submission(path)
+
+
+def test_json_the_parser_refuses_otherwise_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "big.ipynb"
+    path.write_text('{"cells": [], "n": 1' + "0" * 5000 + "}")  # past int's digit limit
+    with pytest.raises(SubmissionError, match="big.ipynb is not a valid notebook"):
+        load_submission(path)
+
+
+def test_deeply_nested_code_costs_only_its_cell(tmp_path: Path) -> None:
+    path = notebook(
+        tmp_path,
+        "def ok():\n    return 1",
+        "def deep():\n    return " + "-" * 100_000 + "1",  # the parser's stack overflows
+        "def also_deep():\n    return " + "+".join(["1"] * 100_000),  # RecursionError
+    )
+    sub = load_submission(path)
+    assert sub.lookup("ok")[0]() == 1
+    obj, reason = sub.lookup("deep")
+    assert obj is None and reason == "cell 2 cannot be parsed: its code is nested too deeply"
+    obj, reason = sub.lookup("also_deep")
+    assert obj is None and reason == "cell 3 cannot be parsed: its code is nested too deeply"
