@@ -23,7 +23,7 @@ from pathlib import Path
 from autograder.core.chapters import CHAPTERS, ChapterInfo
 from autograder.core.fixtures import load_fixture
 from autograder.core.stubs import NBGRADER_CODE_STUB, exercise_cells, reference_source, stub_source
-from autograder.nbgrader_plugin import TEST_PREFIX
+from autograder.nbgrader_plugin import TEST_PREFIX, nbgrader_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECK_CELL = re.compile(r'^\s*check\("(\d\d)",\s*(\w+)\)\s*$')
@@ -34,17 +34,32 @@ from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.preprocessors import (
     AssignLatePenalties,
     CheckCellMetadata,
+    ClearOutput,
+    DeduplicateIds,
     IgnorePattern,
     LimitOutput,
+    OverwriteCells,
+    OverwriteKernelspec,
     SaveAutoGrades,
 )
 
-from autograder.nbgrader_plugin import IsolatedGrades
+from autograder.nbgrader_plugin import IsolatedGrades, StudentBundleCells
 
 c = get_config()  # noqa: F821 - provided by nbgrader
 c.CourseDirectory.course_id = "llm-course"
 # The stub that replaces each solution region: the very line of the shipped notebooks.
 c.ClearSolutions.code_stub = {{"python": {NBGRADER_CODE_STUB!r}}}
+# Students may also hand in the student bundle's notebook (course/NN_SLUG.ipynb, no
+# nbgrader metadata): StudentBundleCells matches its cells to the assignment's by exercise
+# name before nbgrader checks them, and stops autograde on a notebook that matches neither.
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput,
+    DeduplicateIds,
+    OverwriteKernelspec,
+    StudentBundleCells,
+    OverwriteCells,
+    CheckCellMetadata,
+]
 # Points come from llm-course's isolated grader, not from running the notebook in the
 # student's kernel: nbgrader's Execute step is replaced by IsolatedGrades.
 c.Autograde.autograde_preprocessors = [
@@ -59,14 +74,6 @@ c.Autograde.autograde_preprocessors = [
 '''
 
 
-def _meta(grade_id: str, *, solution: bool, grade: bool, points: int = 0) -> dict:
-    meta = {"grade": grade, "grade_id": grade_id, "locked": not solution,
-            "schema_version": 3, "solution": solution, "task": False}  # fmt: skip
-    if grade:
-        meta["points"] = points
-    return meta
-
-
 def nbgrader_source(info: ChapterInfo) -> dict:
     """The chapter's notebook with solution regions and autograded test cells."""
     path = ROOT / info.notebook
@@ -75,13 +82,15 @@ def nbgrader_source(info: ChapterInfo) -> dict:
     points = {ex["name"]: ex["points"] for ex in load_fixture(info)["exercises"]}
     for cell, name in exercise_cells(nb):
         cell["source"] = stub_source(reference, name, solution=True)
-        cell["metadata"]["nbgrader"] = _meta(name, solution=True, grade=False)
+        cell["metadata"]["nbgrader"] = nbgrader_metadata(name, solution=True, grade=False)
     for cell in nb["cells"]:
         text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
         match = CHECK_CELL.match(text) if cell["cell_type"] == "code" else None
         if match and match.group(1) == info.number:
             name = match.group(2)
-            meta = _meta(TEST_PREFIX + name, solution=False, grade=True, points=points[name])
+            meta = nbgrader_metadata(
+                TEST_PREFIX + name, solution=False, grade=True, points=points[name]
+            )
             cell["metadata"]["nbgrader"] = meta
     nb["metadata"].setdefault("llm_course", {"chapter": info.number, "slug": info.slug})
     return nb
