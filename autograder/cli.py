@@ -85,17 +85,30 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from autograder.core.batch import ClassGrader, discover, is_warning
-    from autograder.core.sandbox import IsolatedExecutor, Limits
+    from autograder.core.sandbox import IsolatedExecutor, IsolationUnavailable, Limits
 
     out = Path(args.out)
 
     def say(text: str) -> None:
         print(f"llm-course grade: {text}", file=sys.stderr)
 
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        say(f"cannot create the output folder {out}: {exc.strerror or exc}")
+        return USAGE_ERROR
     with _StopOnSignals() as stopper:
         subs, problems = discover(args.paths, args.chapter)
         limits = Limits(exercise_seconds=args.exercise_timeout)
-        executor = IsolatedExecutor(limits, isolation=args.isolation)
+        # the probe checks that student code can reach none of these (nor solutions/)
+        protected = [p if p.is_dir() else p.parent for p in map(Path, args.paths)] + [out]
+        try:
+            executor = IsolatedExecutor(limits, isolation=args.isolation, protected=protected)
+            if subs and callable(getattr(executor, "verify", None)):
+                executor.verify()  # once, before any student's code runs
+        except IsolationUnavailable as exc:
+            say(str(exc))
+            return USAGE_ERROR
         grader = ClassGrader(out, executor, junit=args.junit)
         stopper.set_target(grader.request_stop)
         grader.log(f"grading {' '.join(map(str, args.paths))} (isolation: {executor.mode})")
@@ -185,9 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--junit", action="store_true", help="also write DIR/junit.xml")
     grade.add_argument(
         "--isolation",
-        choices=["auto", "bwrap", "process"],
+        choices=["auto", "bwrap", "process", "none"],
         default="auto",
-        help="auto: bubblewrap when it works here, else a plain subprocess",
+        help="auto: bubblewrap when it works here, else a subprocess confined by Landlock; "
+        "none: no isolation, for code you trust",
     )
     grade.add_argument(
         "--exercise-timeout",

@@ -1,12 +1,16 @@
-"""`llm-course check`: what a student sees, the exit statuses, and that it needs no solutions/."""
+"""`llm-course check`: what a student sees, the exit statuses, and that it needs no solutions/;
+`llm-course grade`: who sees the isolation warning, and stopping on SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +96,93 @@ def test_check_works_without_solutions_or_specs(root: Path, tmp_path: Path) -> N
         )
         assert proc.returncode == status, proc.stderr
         assert proc.stdout.count(word) == 10
+
+
+def _honest_class(klass: Path, students: list[str], root: Path) -> None:
+    for student in students:
+        (klass / student).mkdir(parents=True)
+        shutil.copy(root / "solutions/attention.py", klass / student / "01_attention.py")
+
+
+def test_grade_tells_the_isolation_warning_to_the_instructor_only(
+    root: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autograder.core import sandbox
+    from autograder.core.executors import in_process
+
+    class Unsafe:
+        mode, warning = "none", "student code runs without isolation: use only for code you trust"
+
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def __call__(self, path, jobs):
+            return in_process(path, jobs)
+
+    monkeypatch.setattr(sandbox, "IsolatedExecutor", Unsafe)
+    klass, out = tmp_path / "class", tmp_path / "out"
+    _honest_class(klass, ["ann"], root)
+    assert main(["grade", str(klass), "--out", str(out)]) == 0
+    assert Unsafe.warning in capsys.readouterr().err
+    assert Unsafe.warning in (out / "grading.log").read_text()
+    results = (out / "students" / "ann" / "results.json").read_text()
+    assert "isolation" not in results and json.loads(results)["score"] == 16
+
+
+SLEEPER = "\n\ndef gelu(x):\n    import time\n    time.sleep(1000)\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_grading_within_seconds_and_a_rerun_finishes(
+    root: Path, tmp_path: Path, signum: int
+) -> None:
+    from autograder.core.sandbox import bwrap_works
+
+    if not bwrap_works():
+        pytest.skip("bubblewrap cannot run here")
+    klass, out = tmp_path / "class", tmp_path / "out"
+    _honest_class(klass, ["a_sleeper", "b_honest", "c_honest"], root)
+    with open(klass / "a_sleeper" / "01_attention.py", "a") as f:
+        f.write(SLEEPER)  # the last definition of gelu wins
+    command = [sys.executable, "-m", "autograder", "grade", str(klass), "--out", str(out),
+               "--jobs", "2"]  # fmt: skip
+    proc = subprocess.Popen(
+        [*command, "--exercise-timeout", "600"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 180
+    while not (out / "students" / "c_honest" / "01_attention.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(1.0)  # the sleeper is in gelu by now
+    began = time.monotonic()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+    seconds = time.monotonic() - began
+    print(f"{signal.Signals(signum).name} stopped grading in {seconds:.2f} s")
+
+    assert seconds < 10, f"took {seconds:.1f} s to stop"
+    assert proc.returncode == 128 + signum, err
+    assert "run the same command again to grade the rest" in err
+    assert "2 submission(s) graded in this run, 1 not graded yet" in err
+    with open(out / "grades.csv", newline="") as f:
+        assert {r["student_id"]: r["score"] for r in csv.DictReader(f)} == {
+            "b_honest": "16",
+            "c_honest": "16",
+        }
+    assert not (out / "students" / "a_sleeper").exists(), "no record for the interrupted one"
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+    rerun = subprocess.run(
+        [*command, "--exercise-timeout", "3"], cwd=root, capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert "grading 1 submissions (2 already graded)" in rerun.stderr
+    with open(out / "grades.csv", newline="") as f:
+        scores = {r["student_id"]: r["score"] for r in csv.DictReader(f)}
+    # gelu hangs; FeedForward and TransformerBlock call it
+    assert scores == {"a_sleeper": "12", "b_honest": "16", "c_honest": "16"}
