@@ -441,10 +441,6 @@ class RunReport:
     stopped: bool = False
     abandoned: int = 0  # cancelled submissions still running when grade_all returned
 
-    @property
-    def ok(self) -> bool:
-        return not self.errors and not self.stopped
-
 
 class ClassGrader:
     """Grades submissions into an output folder, resuming where an earlier run stopped."""
@@ -660,6 +656,7 @@ class ClassGrader:
                     f"graded:\n{traceback.format_exc()}"
                 )
         todo = [s for s in todo if s.chapter not in failed_chapters]
+        chapter_errors = len(report.errors)
         self.write_summary()
         bar = progress(len(todo)) if progress else None
         work: queue.SimpleQueue[Submission] = queue.SimpleQueue()
@@ -704,7 +701,9 @@ class ClassGrader:
             bar.close()
         report.stopped = self._stop.is_set()
         if report.stopped:
-            report.abandoned = sum(t.is_alive() for t in threads)
-            report.interrupted = len(todo) - len(report.graded) - len(report.errors)
+            with self._report_lock:  # what is neither graded nor failed was interrupted
+                report.abandoned = sum(t.is_alive() for t in threads)
+                failed = len(report.errors) - chapter_errors
+                report.interrupted = len(todo) - len(report.graded) - failed
         report.errors += self.write_summary()
         return report
