@@ -4,9 +4,10 @@ Links out of a student's folder (to the reference, to a classmate's notebook, a
 linked student folder), a FIFO, devices, a socket, an oversized file, deeply
 nested JSON, folder names that are spreadsheet formulas or the names of output
 files: each costs only its own submission, never blocks or stops the class, and
-never gives marks without work. Most of this runs the class in this process (the
-point is reading the files, not isolation); one test runs the real ``llm-course
-grade`` under bubblewrap.
+never gives marks without work. An output disk that fills up mid-run (a real
+tmpfs) costs only what could not be written, and a re-run finishes. Most of this
+runs the class in this process (the point is reading and writing the files, not
+isolation); one test runs the real ``llm-course grade`` under bubblewrap.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import re
 import socket
 import stat
+import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -232,3 +234,49 @@ def test_real_grade_of_a_faulty_class_under_bubblewrap(tmp_path: Path, capsys) -
         assert (out / "students" / student / "results.json").is_file()
     assert (out / "junit.xml").read_text().count("<testsuite ") == 8
     assert "refused (0 points): link_to_solutions" in err
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A 24 KB tmpfs (root only), and a function that gives it room."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(disk)],
+                             capture_output=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield (
+            disk,
+            lambda: subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True),
+        )
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_an_output_disk_that_fills_up_costs_the_rest_of_that_run_and_a_rerun_finishes(
+    tmp_path: Path, tiny_disk
+) -> None:
+    disk, give_room = tiny_disk
+    klass, out = tmp_path / "class", disk / "out"
+    students = ["ann", "ben", "cat", "dan", "eve"]
+    for student in students:
+        _honest(klass / student / "01_attention.ipynb", student)
+    subs, _ = discover([klass])
+    report = ClassGrader(out, in_process, junit=True).grade_all(subs)
+    assert report.errors and all("No space left on device" in e for e in report.errors)
+    assert len(report.graded) < len(students)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+    give_room()
+    report = ClassGrader(out, in_process, junit=True).grade_all(subs)
+    assert report.errors == []
+    with open(out / "grades.csv", newline="", encoding="utf-8") as f:
+        assert {r["student_id"]: r["score"] for r in csv.DictReader(f)} == dict.fromkeys(
+            students, "16"
+        )
+    for student in students:
+        assert json.loads((out / "students" / student / "results.json").read_text())["score"] == 16
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
