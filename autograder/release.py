@@ -6,7 +6,9 @@ DIR/nbgrader/  an nbgrader course folder: nbgrader_config.py and
                self-check cell as an autograded test cell worth the exercise's
                points. ``nbgrader generate_assignment`` turns them into exactly
                the notebooks the students get; ``nbgrader autograde`` takes its
-               points from the isolated grader (see autograder.nbgrader_plugin).
+               points from the isolated grader (see autograder.nbgrader_plugin),
+               and grades the student bundle's notebooks too (their cells are
+               matched to the source's by exercise name).
 DIR/student/   what students install: the notebooks, the course helpers, the
                self-check with its fixtures and the trained course models
                (course/data/course_model/, read by course.model); no solutions/,
