@@ -91,6 +91,8 @@ def main(argv: list[str]) -> int:
     spec = torch.load(plan["jobs_file"], weights_only=True)
     torch.set_num_threads(1)  # the same answer whatever else runs beside it
     _confine(plan)
+    if plan.get("confine") is not None:  # no pid namespace: orphans of student code come here
+        _become_subreaper()
 
     def on_result(i: int, result: JobResult) -> None:
         write_frame(fd, b"R", encode_result(i, result))
@@ -103,7 +105,29 @@ def main(argv: list[str]) -> int:
         on_start=lambda i: write_frame(fd, b"S", struct.pack(">I", i)),
         on_result=on_result,
     )
+    if plan.get("confine") is not None:
+        _kill_descendants()
     return 0
+
+
+def _become_subreaper() -> None:
+    """Processes the student's code starts and abandons become this process's children."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _kill_descendants() -> None:
+    """Before exiting, end what the student's code left running (the parent sweeps too)."""
+    import signal
+
+    from autograder.core.sandbox import process_tree
+
+    for pid in reversed(process_tree(os.getpid())[1:]):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ import resource
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -422,7 +423,17 @@ def _folder_bytes(folder: Path, cap: int = 20000) -> int:
     return total
 
 
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _sha256(path: Path) -> str:
+    """The hash of a regular file (never a FIFO or device, which could block)."""
+    if not _is_regular(path):
+        return ""
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
@@ -433,13 +444,14 @@ def _probe_files(places: list[Path], per_folder: int = 4) -> list[Path]:
     """A few regular files in (or being) each of ``places``, for the probe to try."""
     files: list[Path] = []
     for place in places:
-        if place.is_file():
+        if _is_regular(place):
             files.append(place)
             continue
         found = 0
         for dirpath, dirnames, filenames in os.walk(place):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))[:8]
-            for name in sorted(filenames)[:per_folder]:
+            regular = [n for n in sorted(filenames) if _is_regular(Path(dirpath) / n)]
+            for name in regular[:per_folder]:
                 files.append(Path(dirpath) / name)
                 found += 1
             if found >= per_folder:
