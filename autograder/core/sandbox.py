@@ -185,18 +185,12 @@ def _safe_name(name: str) -> str:
     return stem + (suffix if suffix in (".ipynb", ".py") else ".ipynb")
 
 
-def _bwrap_command(stage: Path, run: _Run, limits: Limits, hidden: list[Path]) -> list[str]:
-    inner = f"/submission/{run.submission.name}"
-    plan = run.root / "plan.json"
-    plan.write_text(
-        json.dumps({"submission": inner, "jobs_file": "/jobs/jobs.pt", "confine": None}),
-        encoding="utf-8",
-    )
-    args = [
+def _bwrap_base(tmp_bytes: int) -> list[str]:
+    """bubblewrap sharing nothing, with its own /proc, /dev and small RAM-backed /tmp, /dev/shm."""
+    return [
         "bwrap",
         "--unshare-all",
         "--die-with-parent",
-        "--new-session",
         "--proc",
         "/proc",
         "--dev",
@@ -206,9 +200,22 @@ def _bwrap_command(stage: Path, run: _Run, limits: Limits, hidden: list[Path]) -
         "--tmpfs",
         "/dev/shm",
         "--size",
-        str(limits.tmp_bytes),
+        str(tmp_bytes),
         "--tmpfs",
         "/tmp",
+    ]
+
+
+def _bwrap_command(stage: Path, run: _Run, limits: Limits, hidden: list[Path]) -> list[str]:
+    inner = f"/submission/{run.submission.name}"
+    plan = run.root / "plan.json"
+    plan.write_text(
+        json.dumps({"submission": inner, "jobs_file": "/jobs/jobs.pt", "confine": None}),
+        encoding="utf-8",
+    )
+    args = [
+        *_bwrap_base(limits.tmp_bytes),
+        "--new-session",
         *_system_binds(hidden),
         "--ro-bind",
         str(stage),
@@ -264,23 +271,7 @@ def bwrap_works() -> bool:
     global _BWRAP_OK
     if _BWRAP_OK is None:
         _BWRAP_OK = shutil.which("bwrap") is not None and _run_bwrap_probe(
-            [
-                "bwrap",
-                "--unshare-all",
-                "--die-with-parent",
-                "--proc",
-                "/proc",
-                "--dev",
-                "/dev",
-                "--size",
-                str(SHM_BYTES),
-                "--tmpfs",
-                "/tmp",
-                *_system_binds([]),
-                sys.executable,
-                "-c",
-                "pass",
-            ]
+            [*_bwrap_base(Limits().tmp_bytes), *_system_binds([]), sys.executable, "-c", "pass"]
         )
     return _BWRAP_OK
 
