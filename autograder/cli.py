@@ -3,7 +3,8 @@
 - ``llm-course check CHAPTER [--notebook PATH]``: the student's self-check.
 - ``llm-course grade PATH... [--chapter C] --out DIR [--jobs N]``: grade a class
   against the reference on fresh inputs, isolated (instructors; needs solutions/).
-- ``llm-course release --out DIR``: the nbgrader course folder and the student bundle.
+- ``llm-course release --out DIR``: the nbgrader course folder and the student bundle;
+  ``--gradescope DIR``: one Gradescope autograder zip per chapter (see autograder.gradescope).
 
 Exit status: 0 when everything passed (check) or every submission was graded
 (grade), 1 when an exercise fails or a submission could not be graded, 2 for a
@@ -29,15 +30,40 @@ from autograder.core.report import format_report
 USAGE_ERROR = 2
 
 
+def default_notebook(notebook: str, cwd: Path | None = None) -> Path:
+    """Where a chapter's notebook (``course/NN_SLUG.ipynb``) is, seen from ``cwd``.
+
+    From the course's top folder that is ``course/NN_SLUG.ipynb``; from inside course/
+    it is ``NN_SLUG.ipynb``; from deeper folders, the first folder above with
+    ``course/NN_SLUG.ipynb`` in it. Returns the shortest of these that exists, as a path
+    relative to ``cwd`` when it can, or ``course/NN_SLUG.ipynb`` when none does.
+    """
+    here = Path.cwd() if cwd is None else Path(cwd)
+    relative = Path(notebook)
+    candidates = [here / relative, here / relative.name]
+    candidates += [folder / relative for folder in here.parents]
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                return candidate.relative_to(here)
+            except ValueError:
+                return candidate
+    return relative
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from autograder.selfcheck import check_submission
 
     info = resolve_chapter(args.chapter)
-    path = Path(args.notebook or info.notebook)
+    path = Path(args.notebook) if args.notebook else default_notebook(info.notebook)
     if not path.exists():
         print(f"llm-course check: {path} does not exist", file=sys.stderr)
         if not args.notebook:
-            print("  (run from the course folder, or pass --notebook PATH)", file=sys.stderr)
+            print(
+                f"  (looked for {info.notebook} here and in the folders above, and for "
+                f"{path.name} here; run from the course's folder or pass --notebook PATH)",
+                file=sys.stderr,
+            )
         return USAGE_ERROR
     results = check_submission(info, path)
     print(format_report(f"Self-check of chapter {info.key} ({info.title}): {path}", results))
@@ -84,7 +110,7 @@ class _StopOnSignals:
 def _cmd_grade(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from autograder.core.batch import ClassGrader, discover, is_warning
+    from autograder.core.batch import ClassGrader, class_summary, discover, is_warning
     from autograder.core.sandbox import IsolatedExecutor, IsolationUnavailable, Limits
 
     out = Path(args.out)
@@ -143,6 +169,9 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     )
     grader.log(summary)
     print(f"wrote {out / 'grades.csv'} ({summary})")
+    console, logged = class_summary(out, report)
+    print("\n".join(console))
+    grader.log("\n".join(logged))
     if stopper.signum is not None:
         name = signal.Signals(stopper.signum).name
         message = (
@@ -158,22 +187,49 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
 def _cmd_release(args: argparse.Namespace) -> int:
     from autograder.core.chapters import resolve_chapter
-    from autograder.release import release
+    from autograder.release import present_chapters, release
 
+    if not args.out and not args.gradescope:
+        print("llm-course release: give --out DIR, --gradescope DIR or both", file=sys.stderr)
+        return USAGE_ERROR
     chapters = None
     if args.chapters:
         try:
             chapters = [resolve_chapter(c) for c in args.chapters.split(",") if c.strip()]
+        except (KeyError, ValueError) as error:
+            print(f"llm-course release: {error}", file=sys.stderr)
+            return USAGE_ERROR
+    if args.out:
+        try:
             sources, bundle = release(Path(args.out), chapters)
         except (KeyError, ValueError) as error:
             print(f"llm-course release: {error}", file=sys.stderr)
-            return 2
-    else:
-        sources, bundle = release(Path(args.out))
-    for path in sources:
-        print(f"nbgrader source: {path}")
-    print(f"student bundle: {bundle} (install with `pip install {bundle}`)")
-    print(f"next: cd {Path(args.out) / 'nbgrader'} && nbgrader generate_assignment NN_SLUG")
+            return USAGE_ERROR
+        for path in sources:
+            print(f"nbgrader source: {path}")
+        print(f"student bundle: {bundle} (install with `pip install {bundle}`)")
+        print(f"next: cd {Path(args.out) / 'nbgrader'} && nbgrader generate_assignment NN_SLUG")
+    if args.gradescope:
+        from autograder.gradescope import release_gradescope
+
+        present = present_chapters()
+        wanted = chapters if chapters is not None else present
+        missing = [c.key for c in wanted if c not in present]
+        if missing:
+            print(
+                f"llm-course release: chapters {', '.join(missing)} not present here",
+                file=sys.stderr,
+            )
+            return USAGE_ERROR
+        print("building the Gradescope autograders (this project's wheel and its dependencies')")
+        try:
+            zips = release_gradescope(Path(args.gradescope), wanted)
+        except RuntimeError as error:
+            print(f"llm-course release: {error}", file=sys.stderr)
+            return 1
+        for path in zips:
+            size = path.stat().st_size / 1e6
+            print(f"Gradescope autograder: {path} ({size:.0f} MB; upload it as the zip)")
     return 0
 
 
@@ -211,7 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grade.set_defaults(func=_cmd_grade)
     release = sub.add_parser("release", help="write the nbgrader course and the student bundle")
-    release.add_argument("--out", required=True, help="output folder")
+    release.add_argument("--out", help="output folder for the nbgrader course and the bundle")
+    release.add_argument(
+        "--gradescope",
+        metavar="DIR",
+        help="also (or only) write one Gradescope autograder zip per chapter into DIR",
+    )
     release.add_argument(
         "--chapters",
         help="comma-separated chapters to release, e.g. 01,02 (default: all present); the "
