@@ -16,7 +16,7 @@ from autograder.core.compare import compare_outputs
 from autograder.core.drivers import resolve_public
 from autograder.core.materialize import MaterializedCase, MaterializedExercise
 from autograder.core.runner import JobResult
-from autograder.core.spec import Tolerance
+from autograder.core.spec import DTYPE_TOLERANCE, Tolerance
 
 STATUS_PASSED = "passed"
 STATUS_FAILED = "failed"
@@ -66,6 +66,14 @@ def describe_case(case: MaterializedCase) -> str:
     return text
 
 
+def case_tolerance(case: MaterializedCase, tol: Tolerance) -> Tolerance:
+    """The exercise's tolerance, loosened for a case in a low-precision dtype."""
+    least = DTYPE_TOLERANCE.get(str(case.get("dtype", "")))
+    if least is None:
+        return tol
+    return Tolerance(max(tol.atol, least.atol), max(tol.rtol, least.rtol))
+
+
 def _matching_mistake(
     ex: MaterializedExercise, outputs: list[Any], failing: list[int], tol: Tolerance
 ) -> str:
@@ -75,7 +83,13 @@ def _matching_mistake(
         if all(
             mistake in ex["cases"][i]["mistakes"]
             and outputs[i] is not None
-            and compare_outputs(ex["cases"][i]["mistakes"][mistake], outputs[i], tol, names) is None
+            and compare_outputs(
+                ex["cases"][i]["mistakes"][mistake],
+                outputs[i],
+                case_tolerance(ex["cases"][i], tol),
+                names,
+            )
+            is None
             for i in failing
         ):
             return hint
@@ -100,10 +114,11 @@ def evaluate_exercise(ex: MaterializedExercise, result: JobResult) -> ExerciseRe
         if error:
             problems.append((i, f"raised {error}"))
             continue
+        case_tol = case_tolerance(case, tol)
         if checker is not None:
-            problem = checker(case, result["outputs"][i], tol)
+            problem = checker(case, result["outputs"][i], case_tol)
         else:
-            problem = compare_outputs(case["expected"], result["outputs"][i], tol, names)
+            problem = compare_outputs(case["expected"], result["outputs"][i], case_tol, names)
         if problem:
             problems.append((i, problem))
     if not problems:

@@ -12,7 +12,7 @@ from typing import Any, TypedDict
 
 import torch
 
-from autograder.core.drivers import run_case
+from autograder.core.drivers import run_case, run_case_tracking
 from autograder.core.spec import Case, ChapterSpec, Exercise
 
 # The self-check fixtures use this seed; grading uses others, so a submission
@@ -23,6 +23,7 @@ GRADING_SEED = 2026
 
 class MaterializedCase(TypedDict, total=False):
     label: str
+    mutable: list[str]  # inputs the reference changes in place (every other must not change)
     args: list[Any]
     kwargs: dict[str, Any]
     init: dict[str, Any]
@@ -58,12 +59,54 @@ def exercise_generator(name: str, seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(name.encode()) + 1_000_003 * seed)
 
 
+def _cast(value: Any, dtype: torch.dtype) -> Any:
+    if isinstance(value, torch.Tensor) and value.dtype == torch.float32:
+        return value.to(dtype)
+    if isinstance(value, dict):
+        return {k: _cast(v, dtype) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cast(v, dtype) for v in value)
+    return value
+
+
+def _has_float32(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.dtype == torch.float32
+    if isinstance(value, dict):
+        return any(_has_float32(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_float32(v) for v in value)
+    return False
+
+
+def dtype_variant(case: Case, dtype: str) -> Case | None:
+    """``case`` with its float32 inputs and weights in ``dtype``; None if it has none."""
+    inputs = {k: case[k] for k in ("args", "kwargs", "state") if k in case}
+    if not _has_float32(inputs):
+        return None
+    variant = {**case, **_cast(inputs, getattr(torch, dtype))}
+    variant["label"] = f"{case.get('label', 'case')} [{dtype}]"
+    variant["dtype"] = dtype
+    return variant
+
+
+def with_dtype_variants(exercise: Exercise, cases: list[Case]) -> list[Case]:
+    """The cases, then each float32 case again in every dtype the exercise is graded in."""
+    extra = []
+    for dtype in exercise.dtype_variants():
+        extra += [v for v in (dtype_variant(c, dtype) for c in cases) if v is not None]
+    return [*cases, *extra]
+
+
 def materialize_exercise(exercise: Exercise, seed: int) -> MaterializedExercise:
     cases: list[Case] = exercise.make_cases(exercise_generator(exercise.name, seed))
+    cases = with_dtype_variants(exercise, cases)
     reference = exercise.reference()
     out_cases: list[MaterializedCase] = []
     for case in cases:
-        expected = run_case(reference, exercise.driver, case)
+        expected, changed = run_case_tracking(reference, exercise.driver, case)
+        if changed:  # what the reference itself changes may change; every other input may not
+            case = {**case, "mutable": sorted({path for path, _ in changed})}
         mistakes: dict[str, Any] = {}
         for mistake in exercise.mistakes:
             try:

@@ -67,6 +67,20 @@ class Exercise:
     # reference's answer on that case.
     checker: str | None = None
     summary: str = ""  # one line: what the exercise is about
+    # Each case with float32 tensors is also graded in these dtypes (its tensors cast, the
+    # reference's answer in that dtype): the output must follow the input's dtype. None
+    # means float64 for the "call" and "module" drivers without a checker; () opts out.
+    dtypes: tuple[str, ...] | None = None
+
+    def dtype_variants(self) -> tuple[str, ...]:
+        """The extra dtypes this exercise's float32 cases are also graded in."""
+        if self.dtypes is not None:
+            return self.dtypes
+        return ("float64",) if self.driver in ("call", "module") and not self.checker else ()
+
+
+# The least tolerance of a case in a low-precision dtype variant (bfloat16 keeps 8 bits).
+DTYPE_TOLERANCE = {"bfloat16": Tolerance(3e-2, 3e-2)}
 
 
 @dataclass(frozen=True)
