@@ -707,3 +707,95 @@ class ClassGrader:
                 report.interrupted = len(todo) - len(report.graded) - failed
         report.errors += self.write_summary()
         return report
+
+
+# -- the end-of-run summary, for the instructor
+
+# How the sandbox words an exercise that ran out of time, and one whose process ended
+# (killed, out of memory, too many processes, an exit): see autograder.core.sandbox.
+_TIMEOUT_WORDS = ("took longer than", "ran out of time", "used up its")
+_CRASH_WORDS = ("the grading process", "loading the submission", "not run: ")
+SUMMARY_EXAMPLES = 8  # submissions named per kind on the console; grading.log has them all
+
+
+def submission_problems(record: dict[str, Any]) -> dict[str, list[str]]:
+    """What went wrong in one graded submission, beyond wrong answers.
+
+    Returns ``{"unreadable": [...], "timed out": [...], "crashed": [...]}``, each a list of
+    short descriptions (empty when that did not happen). A submission is unreadable when
+    the file could not be taken (refused) or when none of its exercises was found in it.
+    """
+    found: dict[str, list[str]] = {"unreadable": [], "timed out": [], "crashed": []}
+    exercises = record["exercises"]
+    if record["sha256"].startswith("refused: "):
+        found["unreadable"].append(record["sha256"].removeprefix("refused: "))
+        return found
+    if exercises and all(ex["status"] == "missing" for ex in exercises):
+        found["unreadable"].append(exercises[0]["message"] or "no exercise found in it")
+        return found
+    for ex in exercises:
+        message = ex.get("message") or ""
+        if any(words in message for words in _TIMEOUT_WORDS):
+            found["timed out"].append(ex["name"])
+        elif any(message.startswith(words) or words in message for words in _CRASH_WORDS):
+            found["crashed"].append(f"{ex['name']}: {message.splitlines()[0][:120]}")
+    return found
+
+
+def class_summary(out: Path, report: RunReport) -> tuple[list[str], list[str]]:
+    """The state of the class in ``out`` after a run: (console lines, grading.log lines).
+
+    Per chapter: the submissions recorded, how many were graded, unreadable, timed out in
+    some exercise or crashed in some exercise, and how many could not be graded in this
+    run; then which submissions those were, and where the details are. The console names
+    at most :data:`SUMMARY_EXAMPLES` submissions per kind; the log names every one.
+    """
+    records = _all_records(out)
+    kinds = ("unreadable", "timed out", "crashed")
+    table: dict[str, dict[str, int]] = {}
+    named: dict[str, list[str]] = {kind: [] for kind in kinds}
+    for rec in records:
+        row = table.setdefault(rec["chapter"], {"graded": 0, **dict.fromkeys(kinds, 0)})
+        problems = submission_problems(rec)
+        row["graded"] += not problems["unreadable"]
+        for kind in kinds:
+            if problems[kind]:
+                row[kind] += 1
+                who = f"{rec['student_id']} {rec['chapter']}"
+                named[kind].append(f"{who} ({'; '.join(problems[kind])})")
+    not_graded = {key: 0 for key in table}
+    for error in report.errors:
+        key = next((k for k in sorted(table) if f" {k}:" in f" {error}"), None)
+        if key is not None:
+            not_graded[key] += 1
+    head = (
+        f"{'chapter':<18} {'graded':>7} {'unreadable':>11} {'timed out':>10} "
+        f"{'crashed':>8} {'not graded':>11}"
+    )
+    lines = [f"the class in {out} ({len(records)} submission(s) recorded):", head]
+    for key in sorted(table):
+        row = table[key]
+        lines.append(
+            f"{key:<18} {row['graded']:>7} {row['unreadable']:>11} {row['timed out']:>10} "
+            f"{row['crashed']:>8} {not_graded[key]:>11}"
+        )
+    if not table:
+        lines.append("(no submission recorded)")
+    console, log = list(lines), list(lines)
+    for kind in kinds:
+        if not named[kind]:
+            continue
+        title = f"{kind} ({len(named[kind])}):"
+        log += [title] + [f"  {entry}" for entry in named[kind]]
+        console += [title] + [f"  {entry[:160]}" for entry in named[kind][:SUMMARY_EXAMPLES]]
+        if len(named[kind]) > SUMMARY_EXAMPLES:
+            console.append(f"  ... and {len(named[kind]) - SUMMARY_EXAMPLES} more: see {out / LOG}")
+    if report.errors:
+        console.append(f"not graded in this run ({len(report.errors)}): see {out / LOG}")
+    where = [
+        f"grades: {out / 'grades.csv'}",
+        f"each student's feedback: {out / STUDENTS}/STUDENT_ID/results.json "
+        "(full record: NN_SLUG.json beside it)",
+        f"warnings and problems: {out / LOG}",
+    ]
+    return console + where, log
