@@ -79,12 +79,14 @@ if [ -z "$PYTHON" ]; then
 fi
 if [ -z "$PYTHON" ] && command -v apt-get >/dev/null 2>&1; then
     # the wheels are for Python $WANT: Ubuntu 22.04 and Debian 12 package it
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "python$WANT" "python$WANT-venv"
-    PYTHON="$(command -v "python$WANT")"
+    apt-get update || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "python$WANT" "python$WANT-venv" || true
+    PYTHON="$(command -v "python$WANT" || true)"
 fi
 if [ -z "$PYTHON" ]; then
-    echo "setup.sh: Python $WANT is needed (the wheels are built for it)" >&2
+    echo "setup.sh: Python $WANT is needed (the zip's wheels are built for it) and this" \
+        "image has no package of it: pick a base image that has (Ubuntu 22.04), or" \
+        "build the zip with that image's Python" >&2
     exit 1
 fi
 if command -v apt-get >/dev/null 2>&1 && ! command -v bwrap >/dev/null 2>&1 &&
