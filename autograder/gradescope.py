@@ -104,9 +104,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
     -r "$SOURCE/requirements.txt"
 "$BASE/venv/bin/python" -m pip install --quiet --no-index --no-deps \
     --target "$BASE/llm-course" "$SOURCE"/wheels/llm_course-*.whl
-rm -rf "$BASE/llm-course/bin"
-# compile once here, so that no submission pays for it
-"$BASE/venv/bin/python" -m compileall -q "$BASE/llm-course" >/dev/null || true
+rm -rf "$BASE/llm-course/bin"  # pip compiled every module above: no submission pays for it
 echo "setup.sh: ready ($("$BASE/venv/bin/python" -V), $BASE/venv, $BASE/llm-course)"
 """
 
