@@ -428,9 +428,14 @@ def _ln_variant(kind: str) -> Callable:
 
 def _norm_cases(g: torch.Generator, with_bias: bool) -> list[Case]:
     cases = []
-    for label, shape, eps in (("rows of 5", (4, 5), None), ("batch, eps=0.1", (2, 3, 8), 0.1)):
+    for label, shape, eps, scale in (
+        ("rows of 5", (4, 5), None, 1.0),
+        ("batch, eps=0.1", (2, 3, 8), 0.1, 1.0),
+        # values so small that the default eps matters: a wrong default shows
+        ("tiny values, the default eps", (3, 6), None, 1e-3),
+    ):
         d = shape[-1]
-        args = [randn(g, *shape, scale=2.0) + 1.0, 1.0 + 0.5 * randn(g, d)]
+        args = [scale * (randn(g, *shape, scale=2.0) + 1.0), 1.0 + 0.5 * randn(g, d)]
         if with_bias:
             args.append(randn(g, d, scale=0.5))
         cases.append(call_case(label, *args, **({"eps": eps} if eps else {})))

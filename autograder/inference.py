@@ -393,6 +393,11 @@ def _distill_cases(g: torch.Generator) -> list[Case]:
         ),
         call_case("T = 0.5, no labels", *pair(3, 4, 7), temperature=0.5),
         call_case(
+            "the default T and alpha, labels",
+            *pair(4, 6),
+            labels=torch.randint(0, 6, (4,), generator=g),
+        ),
+        call_case(
             "T = 2, labels, alpha = 0.8", *pair(6, 9),
             labels=torch.randint(0, 9, (6,), generator=g), alpha=0.8,
         ),

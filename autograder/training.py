@@ -130,6 +130,13 @@ def _dedup_cases(g: torch.Generator) -> list[Case]:
         call_case("a chain of near-duplicates, shingle_size=1", chain, 0.5, shingle_size=1),
         call_case("similarity exactly at the threshold, shingle_size=1", edge, 0.5, 1),
         call_case("threshold 0.9", [docs1[3], docs1[0], docs1[2]], threshold=0.9),
+        # the default shingle_size 3: Jaccard 35/41 = 0.854 >= 0.85 (dropped); with 4-word
+        # shingles it would be 33/41 = 0.805 (kept)
+        call_case(
+            "a near-duplicate at 0.854, the default shingle_size",
+            [docs1[0], docs1[3]],
+            threshold=0.85,
+        ),
     ]
 
 
