@@ -489,9 +489,21 @@ CASES: list[Case] = [
 ]
 
 
-def build(folder: Path, shipped: Path, context: dict[str, str]) -> dict[str, Case]:
-    """Write every case's notebook under ``folder``; return the cases by student id."""
-    for case in CASES:
+# The cases whose outcome depends on the isolation (files, network, environment, processes,
+# memory, the child's channel): the ones graded again under each fallback.
+ISOLATION_CASES = (
+    "honest_full", "honest_partial", "reads_solutions", "writes_output", "spawns_processes",
+    "opens_network", "forged_frames_stub", "forged_frames_honest", "garbage_on_descriptors",
+    "reads_classmate", "environment_leak", "fork_bomb", "forked_memory", "fills_tmp",
+)  # fmt: skip
+
+
+def build(
+    folder: Path, shipped: Path, context: dict[str, str], only: tuple[str, ...] | None = None
+) -> dict[str, Case]:
+    """Write the cases' notebooks under ``folder`` (all, or ``only`` those); return them by id."""
+    cases = [c for c in CASES if only is None or c.student in only]
+    for case in cases:
         path = folder / case.student / "01_attention.ipynb"
         made = case.cells(context)
         if made == "SHIPPED":
@@ -502,4 +514,4 @@ def build(folder: Path, shipped: Path, context: dict[str, str]) -> dict[str, Cas
             path.write_text(made, encoding="utf-8")
         else:
             write_notebook(path, made)
-    return {c.student: c for c in CASES}
+    return {c.student: c for c in cases}
