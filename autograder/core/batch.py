@@ -5,6 +5,8 @@ Layout of the output folder::
     DIR/grades.csv                          one row per student and chapter
     DIR/junit.xml                           with --junit: one test case per exercise
     DIR/grading.log                         for the instructor: each run's warnings and problems
+    DIR/mistakes.csv                        each exercise's recognised mistakes, students per mistake
+    DIR/mistakes_NN_SLUG.png                the same per chapter, as a bar chart
     DIR/students/STUDENT_ID/results.json    Gradescope's format, every chapter of that student
     DIR/students/STUDENT_ID/NN_SLUG.json    the full record of one graded submission (resuming)
 
@@ -58,6 +60,7 @@ from autograder.core.executors import Executor
 from autograder.core.grading import expectations
 from autograder.core.intake import Refused, Taken, private_copy, read_submission
 from autograder.core.materialize import GRADING_SEED, jobs_for
+from autograder.core.mistakes import mistakes_csv, write_charts
 from autograder.core.runner import JobResult
 
 RECORD_VERSION = 1
@@ -557,6 +560,7 @@ class ClassGrader:
     def _write_summary(self) -> None:
         records = list(self._records.values())
         atomic_write_text(self.out / "grades.csv", grades_csv(records))
+        atomic_write_text(self.out / "mistakes.csv", mistakes_csv(records))
         if self.junit:
             atomic_write_text(self.out / "junit.xml", junit_xml(records))
 
@@ -577,6 +581,10 @@ class ClassGrader:
                 self._write_summary()
             except OSError as exc:
                 problems.append(f"grades.csv/junit.xml not written: {exc}")
+            try:
+                write_charts(list(self._records.values()), self.out)
+            except Exception as exc:  # noqa: BLE001 - a chart is not worth a class's grades
+                problems.append(f"mistakes_*.png not drawn: {exc}")
         return problems
 
     def log(self, text: str) -> None:

@@ -32,6 +32,7 @@ class ExerciseResult:
     status: str  # passed, failed, not_implemented, missing
     message: str = ""
     hint: str = ""
+    mistake: str = ""  # the name of the recognised usual mistake, when there is one
 
     @property
     def passed(self) -> bool:
@@ -77,9 +78,9 @@ def case_tolerance(case: MaterializedCase, tol: Tolerance) -> Tolerance:
 def _matching_mistake(
     ex: MaterializedExercise, outputs: list[Any], failing: list[int], tol: Tolerance
 ) -> str:
-    """The hint of the mistake whose outputs equal the student's on every failing case."""
+    """The name of the mistake whose outputs equal the student's on every failing case."""
     names = tuple(ex["output_names"])
-    for mistake, hint in ex["hints"].items():
+    for mistake in ex["hints"]:
         if all(
             mistake in ex["cases"][i]["mistakes"]
             and outputs[i] is not None
@@ -92,7 +93,7 @@ def _matching_mistake(
             is None
             for i in failing
         ):
-            return hint
+            return mistake
     return ""
 
 
@@ -127,8 +128,9 @@ def evaluate_exercise(ex: MaterializedExercise, result: JobResult) -> ExerciseRe
     message = f"{describe_case(ex['cases'][first])}: {problem}"
     if len(problems) > 1:
         message += f" ({len(problems)} of {len(ex['cases'])} cases fail)"
-    hint = _matching_mistake(ex, result["outputs"], [i for i, _ in problems], tol)
-    return ExerciseResult(ex["name"], 0, points, STATUS_FAILED, message, hint)
+    mistake = _matching_mistake(ex, result["outputs"], [i for i, _ in problems], tol)
+    hint = ex["hints"][mistake] if mistake else ""
+    return ExerciseResult(ex["name"], 0, points, STATUS_FAILED, message, hint, mistake)
 
 
 def evaluate(
