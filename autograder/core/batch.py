@@ -5,7 +5,7 @@ Layout of the output folder::
     DIR/grades.csv                          one row per student and chapter
     DIR/junit.xml                           with --junit: one test case per exercise
     DIR/grading.log                         for the instructor: each run's warnings and problems
-    DIR/mistakes.csv                        each exercise's recognised mistakes, students per mistake
+    DIR/mistakes.csv                        recognised mistakes per exercise, and how many made them
     DIR/mistakes_NN_SLUG.png                the same per chapter, as a bar chart
     DIR/students/STUDENT_ID/results.json    Gradescope's format, every chapter of that student
     DIR/students/STUDENT_ID/NN_SLUG.json    the full record of one graded submission (resuming)
