@@ -11,8 +11,11 @@ $(SETUP_STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 
 # From chapter 07 on, the theory pages run the course model: `model` trains it once (cached).
+# The page "For students" offers the student bundle (`llm-course release`) as a zip,
+# built first into _build/student/ by scripts/student_bundle.py.
 book: setup model
 	@start=$$(date +%s); \
+	$(PY) scripts/student_bundle.py || exit 1; \
 	env -u MPLBACKEND .venv/bin/jupyter-book build . -W -n --keep-going || exit 1; \
 	echo "book: built in $$(( $$(date +%s) - start )) s: _build/html/index.html"
 
