@@ -49,7 +49,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,8 +57,7 @@ from typing import Any
 import torch
 
 from autograder.core import cgroups, landlock
-from autograder.core.channel import FrameReader, decode_plain, encode_plain
-from autograder.core.drivers import to_plain
+from autograder.core.channel import FrameReader
 from autograder.core.runner import JobResult
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent  # holds autograder/, course/
@@ -91,31 +90,6 @@ class Limits:
     file_bytes: int = 256 << 20  # largest file the child may write
     tmp_bytes: int = 512 << 20  # the child's /tmp (RAM under bubblewrap)
     result_bytes: int = 64 << 20  # one exercise's answers, as sent to the parent
-
-
-# How the parent answers a child's question: (function name, args, kwargs) -> the answer.
-Answer = Callable[[str, list[Any], dict[str, Any]], Any]
-
-
-def _answering(answer: Answer, allowed: set[str]) -> Callable[[bytes], bytes]:
-    """The parent's side of a question: only for the names offered, plain data both ways."""
-
-    def reply(payload: bytes) -> bytes:
-        name = "?"
-        try:
-            question = decode_plain(payload)
-            name = str(question["name"])
-            if name not in allowed or not isinstance(question["args"], list):
-                raise ValueError("not a function offered to this exercise")
-            value = answer(name, question["args"], dict(question["kwargs"]))
-            return encode_plain({"value": to_plain(value)})
-        except Exception as exc:  # noqa: BLE001 - the child is told, the parent goes on
-            why = str(exc).splitlines()[0][:300] if str(exc) else ""
-            return encode_plain(
-                {"error": f"the reference's `{name}` gave no answer: {type(exc).__name__} {why}"}
-            )
-
-    return reply
 
 
 class IsolationUnavailable(RuntimeError):
@@ -625,13 +599,7 @@ class IsolatedExecutor:
             return [*wrapper, *_bwrap_command(self.stage, run, self.limits, self._hidden)]
         return [*wrapper, *_confined_command(self.stage, run, self._hidden)]
 
-    answers_questions = True  # grading.py may pass ``answer`` (stand-ins for dependencies)
-
-    def __call__(
-        self, path: Path, jobs: list[dict[str, Any]], answer: Answer | None = None
-    ) -> list[JobResult]:
-        """Run ``jobs`` on the submission at ``path``; with ``answer``, the child may ask
-        the parent for the answers of the functions its jobs name as ``stand_ins``."""
+    def __call__(self, path: Path, jobs: list[dict[str, Any]]) -> list[JobResult]:
         if self._cancelled.is_set():
             raise GradingCancelled("grading was cancelled")
         if not self._verified:
@@ -650,7 +618,7 @@ class IsolatedExecutor:
                 root = Path(tmp) / f"run{run_number}"
                 root.mkdir()
                 run = self._prepare(root, path.name, data, [jobs[i] for i in pending], skip)
-                outcome = self._supervise(run, [jobs[i] for i in pending], deadline, answer)
+                outcome = self._supervise(run, [jobs[i] for i in pending], deadline)
                 if self._cancelled.is_set():
                     raise GradingCancelled("grading was cancelled")
                 for local, got in outcome["results"].items():
@@ -682,19 +650,9 @@ class IsolatedExecutor:
                 )
         return [results[i] for i in range(len(jobs))]
 
-    def _supervise(
-        self,
-        run: _Run,
-        jobs: list[dict[str, Any]],
-        deadline: float,
-        answer: Answer | None = None,
-    ) -> dict[str, Any]:
+    def _supervise(self, run: _Run, jobs: list[dict[str, Any]], deadline: float) -> dict[str, Any]:
         """Run one child until it ends or overruns; say where it stopped and why."""
         count = len(jobs)
-        allowed = {name for job in jobs for name in job.get("stand_ins", [])}
-        question_r = answer_w = None
-        if answer is not None and allowed:
-            question_r, answer_w = os.pipe()  # the parent's answers, to the child
         group = (
             cgroups.create(self.limits.memory_bytes, self.limits.processes)
             if self.use_cgroups
@@ -702,15 +660,9 @@ class IsolatedExecutor:
         )
         read_fd, write_fd = os.pipe()
         reader = FrameReader(
-            read_fd,
-            [(j["exercise"], len(j["cases"])) for j in jobs],
-            self.limits.result_bytes,
-            answer=None if answer_w is None else _answering(answer, allowed),
-            reply_fd=answer_w,
+            read_fd, [(j["exercise"], len(j["cases"])) for j in jobs], self.limits.result_bytes
         )
         cmd = [*self._command(run), str(write_fd)]
-        if question_r is not None:
-            cmd.append(str(question_r))
         if group is not None:
             cmd = group.join_command(cmd)
         extra: dict[str, Any] = {}
@@ -727,15 +679,13 @@ class IsolatedExecutor:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
-                pass_fds=(write_fd,) if question_r is None else (write_fd, question_r),
+                pass_fds=(write_fd,),
                 env=env,
                 cwd=str(run.work),
                 **extra,
             )
         finally:
             os.close(write_fd)
-            if question_r is not None:
-                os.close(question_r)
         with self._lock:
             self._live.add(proc)
         if self._cancelled.is_set():
@@ -785,8 +735,6 @@ class IsolatedExecutor:
                 self._live.discard(proc)
             reader.join(timeout=10)
             stderr.join(timeout=5)
-            if answer_w is not None:
-                os.close(answer_w)
         loading, started, _ = reader.snapshot()
         if reader.error and not why:
             why = reader.error
