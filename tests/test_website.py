@@ -5,14 +5,19 @@ Every page the build produced is checked, so a new chapter's pages are covered w
 changing this file: no console errors or failed requests, every equation rendered by
 MathJax, every image loaded, every internal link pointing at an existing file and anchor.
 The search page must find a word of chapter 01, and every chapter's exercises page must be
-its student notebook as shipped (not executed) with a download button for it.
-Screenshots go to _build/screenshots/ for people to look at.
+its student notebook as shipped (not executed) with a download button for it. At a
+1280 px window, with both sidebars shown, no code cell and no displayed equation is wider
+than the page's text (code wraps), and every image has alt text that says what it shows.
+The page "For students" offers the student bundle: it is downloaded from the served site,
+installed into a fresh venv from a local wheel folder only (no index), and runs chapter
+01's self-check there. Screenshots go to _build/screenshots/ for people to look at.
 """
 
 from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import re
 import shutil
@@ -44,7 +49,13 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-NOT_PAGES = ("_static", "_sources", "_images")  # folders of the site that hold no pages
+NOT_PAGES = ("_static", "_sources", "_images", "_downloads")  # folders without pages
+BUNDLE = ROOT / "_build" / "student" / "llm-course-student.zip"  # scripts/student_bundle.py
+# Wheels for the fresh venv of the bundle test, fetched once by `pip download` through
+# pip's own configuration; the install itself then reads only this folder (--no-index).
+WHEELS = ROOT / ".cache" / "student-wheels"
+# An alt text that says what an image shows: a few words, not a file name.
+_FILE_NAME = re.compile(r"^\S+\.(png|jpe?g|svg|gif)$", re.IGNORECASE)
 CHAPTER = re.compile(r"^(\d\d)_(\w+)$")
 
 pytestmark = [
@@ -65,6 +76,9 @@ pytestmark = [
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The book built into a temporary folder, as `make book` builds it; returns its html/."""
     out = tmp_path_factory.mktemp("book")
+    # as `make book`: the student bundle first, for the page "For students" to offer
+    bundle = [sys.executable, ROOT / "scripts" / "student_bundle.py", "--out", BUNDLE.parent]
+    subprocess.run(bundle, cwd=ROOT, check=True, capture_output=True, timeout=600)
     cache = ROOT / "_build" / ".jupyter_cache"
     if cache.is_dir():  # reuse the executed pages of an earlier `make book`
         shutil.copytree(cache, out / "_build" / ".jupyter_cache")
@@ -181,6 +195,10 @@ _WAIT_FOR_PAGE = """async () => {
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
     await MathJax.startup.promise;
   }
+  // book/_static/course/fit-equations.js then scales equations wider than the text
+  if (window.courseEquationsFitted) {
+    await window.courseEquationsFitted;
+  }
   const images = Array.from(document.images);
   images.forEach((img) => { img.loading = "eager"; });
   await Promise.all(images.map((img) => img.complete ? null : new Promise((done) => {
@@ -202,8 +220,22 @@ _INSPECT = """() => {
     text: plain.innerText,
     images: Array.from(document.images).map((img) => ({
       src: img.currentSrc || img.src, ok: img.complete && img.naturalWidth > 0,
-      inArticle: article.contains(img),
+      inArticle: article.contains(img), alt: img.getAttribute("alt") || "",
     })),
+    // Code cells and displayed equations wider than the text column, or cut off inside
+    // their own box (a scroll bar): each must fit, or wrap.
+    tooWide: (() => {
+      const right = article.getBoundingClientRect().right;
+      const boxes = article.querySelectorAll("pre, mjx-container[display='true']");
+      return Array.from(boxes).filter((e) => e.offsetParent !== null && (
+        e.scrollWidth > e.clientWidth + 1 || e.getBoundingClientRect().right > right + 1
+      )).map((e) => `${e.tagName.toLowerCase()}: ${e.scrollWidth} px in ${e.clientWidth} px: `
+        + (e.textContent || "").trim().slice(0, 70));
+    })(),
+    bothSidebars: !!document.querySelector(".bd-sidebar-primary")
+      && getComputedStyle(document.querySelector(".bd-sidebar-primary")).display !== "none"
+      && !!document.querySelector(".bd-sidebar-secondary")
+      && getComputedStyle(document.querySelector(".bd-sidebar-secondary")).display !== "none",
     links: Array.from(document.querySelectorAll("a[href]")).map((a) => a.href),
   };
 }"""
@@ -222,6 +254,7 @@ class PageReport:
     math: int = 0
     figures: int = 0
     links: int = 0
+    sidebars: bool = False  # the navigation and the page's contents both shown
     problems: list[str] = field(default_factory=list)
 
     def line(self) -> str:
@@ -230,6 +263,12 @@ class PageReport:
             f"{self.path:32s} {verdict:12s} equations {self.math:4d}  images {self.figures:3d}"
             f"  internal links {self.links:4d}  {self.title}"
         )
+
+
+def _says_what_it_shows(alt: str) -> bool:
+    """Alt text of a figure: at least three words, not a file name or a path."""
+    alt = alt.strip()
+    return len(alt.split()) >= 3 and not _FILE_NAME.match(alt) and "/" not in alt.split()[0]
 
 
 def _is_favicon(url: str) -> bool:
@@ -283,6 +322,13 @@ def check_page(browser: object, site: Path, base: str, path: str) -> PageReport:
         problems.append(f"Markdown table left as text: {rows[:2]}")
     report.figures = sum(img["inArticle"] for img in info["images"])
     problems += [f"image not loaded: {img['src']}" for img in info["images"] if not img["ok"]]
+    problems += [
+        f"image without alt text that says what it shows: {img['src']} (alt {img['alt']!r})"
+        for img in info["images"]
+        if img["inArticle"] and not _says_what_it_shows(img["alt"])
+    ]
+    problems += [f"too wide at 1280 px: {what}" for what in info["tooWide"]]
+    report.sidebars = info["bothSidebars"]
     internal = {href for href in info["links"] if href.startswith(base)}
     report.links = len(internal)
     for href in sorted(internal):
@@ -317,6 +363,7 @@ def test_every_page_renders_in_chromium(browser: object, site: Path, server: str
         if doc.startswith("book/") and CHAPTER.match(Path(doc).name):
             assert report.math > 0, f"{doc}: a theory page without equations?"
             assert report.figures > 0, f"{doc}: no figure drawn at build time"
+            assert report.sidebars, f"{doc}: at 1280 px both sidebars should be shown"
 
 
 def test_index_leads_to_the_introduction(browser: object, server: str) -> None:
@@ -394,3 +441,97 @@ def test_screenshots(browser: object, site: Path, server: str) -> None:
     assert len(shots) >= 3, shots
     for shot in shots:
         assert shot.stat().st_size > 10_000, f"{shot} looks empty"
+
+
+# ---------------------------------------------------------------------------------------
+# The student bundle, as a student gets it: from the site, into a fresh venv
+
+
+def _student_requirements() -> list[str]:
+    """What installing the bundle needs: its build backend and its dependencies, with the
+    PyTorch of this venv (so the wheel folder holds the build this machine has)."""
+    import zipfile
+
+    import tomllib
+    import torch
+
+    with zipfile.ZipFile(BUNDLE) as archive:
+        project = tomllib.loads(archive.read("llm-course-student/pyproject.toml").decode())
+    torch_pin = f"torch=={torch.__version__.split('+')[0]}"
+    deps = [torch_pin if re.match(r"torch\b", d) else d for d in project["project"]["dependencies"]]
+    return [*project["build-system"]["requires"], *deps]
+
+
+@pytest.fixture(scope="module")
+def student_wheels(site: Path) -> Path:
+    """WHEELS holding every wheel the bundle needs, fetched once (`pip download`)."""
+    wanted = _student_requirements()
+    stamp = WHEELS / "requirements.txt"
+    if not stamp.is_file() or stamp.read_text(encoding="utf-8").split() != wanted:
+        WHEELS.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary", ":all:"]
+        proc = subprocess.run(
+            [*cmd, "-d", WHEELS, *wanted], capture_output=True, text=True, timeout=900
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot fetch the wheels the student bundle needs: {proc.stderr[-2000:]}")
+        stamp.write_text("\n".join(wanted) + "\n", encoding="utf-8")
+    return WHEELS
+
+
+def _run(cmd: list[object], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON", "VIRTUAL"))}
+    env["PIP_CONFIG_FILE"] = os.devnull  # none of this machine's indexes or find-links
+    return subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_student_bundle_from_the_site_installs_offline_and_checks_chapter_01(
+    browser: object, server: str, student_wheels: Path, tmp_path: Path
+) -> None:
+    """Download the zip from "For students", install it into a fresh venv from the wheel
+    folder only, and run chapter 01's self-check as shipped, from inside course/, and on
+    the notebook with the reference filled in."""
+    import zipfile
+
+    import solutions.attention
+    from tests.notebook_tools import with_reference
+
+    page = browser.new_page(accept_downloads=True)
+    try:
+        page.goto(server + "book/students.html", wait_until="load")
+        link = page.locator("article a.download", has_text="llm-course-student.zip").first
+        with page.expect_download(timeout=60_000) as download:
+            link.click()
+        zipped = tmp_path / "llm-course-student.zip"
+        download.value.save_as(zipped)
+    finally:
+        page.close()
+    assert zipped.read_bytes() == BUNDLE.read_bytes(), "the site offers another zip"
+    with zipfile.ZipFile(zipped) as archive:
+        names = archive.namelist()
+        assert not [n for n in names if "/solutions/" in n], "the bundle holds solutions"
+        archive.extractall(tmp_path)
+    bundle = tmp_path / "llm-course-student"
+    venv = tmp_path / "venv"
+    start = time.monotonic()
+    assert _run([sys.executable, "-m", "venv", venv], tmp_path).returncode == 0
+    pip = [venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-index"]
+    installed = _run([*pip, "--find-links", student_wheels, "."], bundle, timeout=900)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    print(f"fresh venv with the bundle in {time.monotonic() - start:.0f} s")
+    llm_course = venv / "bin" / "llm-course"
+
+    shipped = _run([llm_course, "check", "01"], bundle)
+    assert shipped.returncode == 1, shipped.stdout + shipped.stderr
+    assert "0 of 10 exercises pass, 10 not implemented yet" in shipped.stdout, shipped.stdout
+    inside = _run([llm_course, "check", "01"], bundle / "course")
+    assert inside.returncode == 1 and "10 not implemented yet" in inside.stdout, inside.stderr
+
+    solved = bundle / "course" / "solved.ipynb"
+    notebook = with_reference(bundle / "course" / "01_attention.ipynb", solutions.attention)
+    solved.write_text(json.dumps(notebook), encoding="utf-8")
+    passed = _run([llm_course, "check", "01", "--notebook", solved], bundle)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "10 of 10 exercises pass" in passed.stdout, passed.stdout
