@@ -412,7 +412,8 @@ def test_each_chapter_has_its_exercises_page_as_shipped(site: Path) -> None:
 
 
 def test_screenshots(browser: object, site: Path, server: str) -> None:
-    """The first page, a chapter page (top, and its first figure) and its exercises page."""
+    """The first page, the students' page, a chapter page (top, and its first figure) and
+    its exercises page (top, and its first code cell, wrapped to the text's width)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     pages = pages_of(site)
     chapter = next(p for p in pages if p.startswith("book/") and CHAPTER.match(Path(p).stem))
@@ -422,6 +423,7 @@ def test_screenshots(browser: object, site: Path, server: str) -> None:
     try:
         for path, name in (
             ("book/intro.html", "first_page"),
+            ("book/students.html", "students"),
             (chapter, Path(chapter).stem),
             (exercises, f"{Path(chapter).stem}_exercises"),
         ):
@@ -435,6 +437,11 @@ def test_screenshots(browser: object, site: Path, server: str) -> None:
             if path == chapter and figure.count():
                 figure.scroll_into_view_if_needed()
                 shots.append(SCREENSHOTS / f"{name}_figure.png")
+                page.screenshot(path=shots[-1])
+            code = page.locator("article div.cell div.highlight pre").first
+            if path == exercises and code.count():
+                code.scroll_into_view_if_needed()
+                shots.append(SCREENSHOTS / f"{name}_code.png")
                 page.screenshot(path=shots[-1])
     finally:
         page.close()
