@@ -35,9 +35,7 @@ from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_output
 
 from autograder.core.chapters import resolve_chapter
-from autograder.core.evaluate import evaluate
-from autograder.core.grading import expectations
-from autograder.core.materialize import jobs_for
+from autograder.core.grading import expectations, grade_with_stand_ins
 from autograder.core.sandbox import IsolatedExecutor
 
 TEST_PREFIX = "test_"  # an exercise's autograded cell is grade_id "test_" + exercise name
@@ -230,7 +228,7 @@ class IsolatedGrades(_Base):
         with tempfile.TemporaryDirectory(prefix="llm-course-nbgrader-") as tmp:
             path = Path(tmp) / f"{info.key}.ipynb"
             path.write_text(json.dumps(nb), encoding="utf-8")
-            results = evaluate(expected["exercises"], _executor()(path, jobs_for(expected)))
+            results = grade_with_stand_ins(info, expected, _executor(), path)
         by_id = {TEST_PREFIX + r.name: r for r in results}
         written = set()
         for cell in nb.cells:

@@ -71,8 +71,10 @@ def _leaky(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the process mode forget to confine its child (a broken isolation)."""
     original = sandbox._confined_command
 
-    def unconfined(stage: Path, run: sandbox._Run, hidden: list[Path]) -> list[str]:
-        cmd = original(stage, run, hidden)
+    def unconfined(
+        stage: Path, run: sandbox._Run, hidden: list[Path], landlock: bool = True
+    ) -> list[str]:
+        cmd = original(stage, run, hidden, landlock)
         plan = json.loads((run.root / "plan.json").read_text())
         plan["confine"] = None
         (run.root / "plan.json").write_text(json.dumps(plan))
@@ -135,8 +137,9 @@ def test_exercise_timeout_costs_only_that_exercise(tmp_path: Path) -> None:
     executor = IsolatedExecutor(Limits(exercise_seconds=3))
     results = {r.name: r for r in grade_submission(path, INFO, executor=executor)}
     assert "took longer than 3 s" in results["causal_mask"].message
-    assert results["TransformerBlock"].score == 0  # it calls causal_mask
-    assert sum(r.score for r in results.values()) == 13
+    block = results["TransformerBlock"]  # it calls causal_mask: graded again with a stand-in
+    assert block.passed and "reference stands in for your `causal_mask`" in block.message
+    assert sum(r.score for r in results.values()) == 15
 
 
 @needs_bwrap

@@ -57,9 +57,9 @@ from xml.sax.saxutils import escape, quoteattr
 from autograder.core.chapters import CHAPTERS, ChapterInfo, chapter_from_filename, resolve_chapter
 from autograder.core.evaluate import ExerciseResult, evaluate
 from autograder.core.executors import Executor
-from autograder.core.grading import expectations
+from autograder.core.grading import expectations, grade_with_stand_ins
 from autograder.core.intake import Refused, Taken, private_copy, read_submission
-from autograder.core.materialize import GRADING_SEED, jobs_for
+from autograder.core.materialize import GRADING_SEED
 from autograder.core.mistakes import mistakes_csv, write_charts
 from autograder.core.runner import JobResult
 
@@ -507,10 +507,10 @@ class ClassGrader:
             ]
             return evaluate(chapter["exercises"], runs)
         with private_copy(taken) as copy:
-            runs = self.executor(copy, jobs_for(chapter))
+            results = grade_with_stand_ins(sub.chapter, chapter, self.executor, copy)
         if self._stop.is_set():  # whatever came back, it may come from a killed child
             raise Interrupted
-        return evaluate(chapter["exercises"], runs)
+        return results
 
     def grade_one(self, sub: Submission) -> dict[str, Any]:
         """Read, grade and record one submission; raises :class:`Interrupted` when stopped."""

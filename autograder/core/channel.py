@@ -13,6 +13,13 @@ shape and a size limit, checked before it is used:
   ``torch.save`` bytes (at most ``max_result_bytes``), read back with
   ``weights_only=True`` and checked field by field.
 
+- ``Q`` question (only when the parent offers answers, see :func:`ask`): the name
+  of one of the student's functions that the parent answers for (the reference
+  in its place, when grading an exercise again without the student's failing
+  dependency), and its arguments as ``torch.save`` bytes; the parent replies on
+  a second pipe with an ``A`` frame: ``{"value": ...}`` or ``{"error": "..."}``.
+  The reference's code never enters the child: only its answers do.
+
 Student code runs in the child and can write to the same descriptor, so a frame
 may be forged: a forged result can only claim answers the student could have
 returned anyway, and a malformed frame ends the conversation (the exercise
@@ -96,10 +103,14 @@ class FrameReader(threading.Thread):
         jobs: list[tuple[str, int]],
         max_result_bytes: int,
         on_frame: Callable[[], None] | None = None,
+        answer: Callable[[bytes], bytes] | None = None,
+        reply_fd: int | None = None,
     ) -> None:
         super().__init__(daemon=True)
         self.fd, self.jobs, self.max_result_bytes = fd, jobs, max_result_bytes
         self.on_frame = on_frame
+        self.answer, self.reply_fd = answer, reply_fd
+        self.questions = 0
         self.loading: str | None = None
         self.started: int | None = None
         self.results: dict[int, dict[str, Any]] = {}
@@ -125,7 +136,10 @@ class FrameReader(threading.Thread):
                 magic, kind, length = HEADER.unpack(header)
                 if magic != MAGIC:
                     raise ProtocolError("bytes that are not a message")
-                limit = {b"L": MAX_KEY_BYTES, b"S": 4, b"R": self.max_result_bytes + 4}.get(kind)
+                limits = {b"L": MAX_KEY_BYTES, b"S": 4, b"R": self.max_result_bytes + 4}
+                if self.answer is not None:
+                    limits[b"Q"] = self.max_result_bytes
+                limit = limits.get(kind)
                 if limit is None:
                     raise ProtocolError("a message of an unknown kind")
                 if length > limit:
@@ -147,6 +161,11 @@ class FrameReader(threading.Thread):
                 pass
 
     def _accept(self, kind: bytes, payload: bytes) -> None:
+        if kind == b"Q":
+            assert self.answer is not None and self.reply_fd is not None
+            self.questions += 1
+            write_frame(self.reply_fd, b"A", self.answer(payload))
+            return
         if kind == b"L":
             try:
                 key = payload.decode("ascii")
@@ -181,3 +200,48 @@ class FrameReader(threading.Thread):
         """(last loading key, last started job, number of results) at this moment."""
         with self._lock:
             return self.loading, self.started, len(self.results)
+
+
+def encode_plain(value: Any) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(value, buf)
+    return buf.getvalue()
+
+
+def decode_plain(payload: bytes) -> Any:
+    """Plain data (tensors, numbers, strings, lists, dicts) from ``torch.save`` bytes."""
+    import torch
+
+    return torch.load(io.BytesIO(payload), weights_only=True)
+
+
+def _read_frame(fd: int, limit: int) -> tuple[bytes, bytes]:
+    def exact(n: int) -> bytes:
+        chunks, left = [], n
+        while left:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                raise ProtocolError("the answer was cut short")
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    magic, kind, length = HEADER.unpack(exact(HEADER.size))
+    if magic != MAGIC or length > limit:
+        raise ProtocolError("a malformed answer")
+    return kind, exact(length)
+
+
+def ask(out_fd: int, in_fd: int, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """The child's side of a question: the parent's answer for ``name(*args, **kwargs)``.
+
+    Raises RuntimeError with the parent's message when the answer is an error.
+    """
+    write_frame(out_fd, b"Q", encode_plain({"name": name, "args": args, "kwargs": kwargs}))
+    kind, payload = _read_frame(in_fd, 1 << 30)
+    reply = decode_plain(payload) if kind == b"A" else {"error": "no answer"}
+    if "error" in reply:
+        raise RuntimeError(reply["error"])
+    return reply["value"]

@@ -1,6 +1,6 @@
 """The student side of grading as its own process: plain data in, plain data out.
 
-``python -m autograder.core.child PLAN_JSON FD``
+``python -m autograder.core.child PLAN_JSON FD [ANSWER_FD]``
 
 ``PLAN_JSON`` (written by the parent, read-only here) names the submission, the
 jobs file (``{"jobs": [...], "skip": [...]}``, read with
@@ -8,7 +8,9 @@ jobs file (``{"jobs": [...], "skip": [...]}``, read with
 may read and write (``confine``: applied with Landlock before any student code
 runs; if that fails nothing is run). The child reports on the pipe ``FD`` only,
 in the framed messages of :mod:`autograder.core.channel`: the statement being
-loaded, the job being run, and each job's result. The parent compares the
+loaded, the job being run, and each job's result; with ``ANSWER_FD`` it may also
+ask the parent for the answers of the functions a job names as ``stand_ins``
+(:func:`autograder.core.channel.ask`). The parent compares the
 answers with the expected ones itself: they are never in this process.
 
 With ``"probe"`` in the plan the child runs no submission: it tries to read and
@@ -73,25 +75,26 @@ def _probe(plan: dict[str, Any]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m autograder.core.child PLAN_JSON FD", file=sys.stderr)
+    if len(argv) not in (2, 3):
+        print("usage: python -m autograder.core.child PLAN_JSON FD [ANSWER_FD]", file=sys.stderr)
         return 2
     with open(argv[0], encoding="utf-8") as f:
         plan = json.load(f)
     fd = int(argv[1])
+    answer_fd = int(argv[2]) if len(argv) == 3 else None
     if plan.get("probe"):
         _confine(plan)
         return _probe(plan)
 
     import torch
 
-    from autograder.core.channel import encode_result, write_frame
+    from autograder.core.channel import ask, encode_result, write_frame
     from autograder.core.runner import JobResult, run_jobs
 
     spec = torch.load(plan["jobs_file"], weights_only=True)
     torch.set_num_threads(1)  # the same answer whatever else runs beside it
     _confine(plan)
-    if plan.get("confine") is not None:  # no pid namespace: orphans of student code come here
+    if plan.get("reap"):  # no pid namespace: orphans of student code come here
         _become_subreaper()
 
     def on_result(i: int, result: JobResult) -> None:
@@ -104,8 +107,9 @@ def main(argv: list[str]) -> int:
         on_statement=lambda key: write_frame(fd, b"L", key.encode("ascii", "replace")[:200]),
         on_start=lambda i: write_frame(fd, b"S", struct.pack(">I", i)),
         on_result=on_result,
+        ask=None if answer_fd is None else (lambda n, a, k: ask(fd, answer_fd, n, a, k)),
     )
-    if plan.get("confine") is not None:
+    if plan.get("reap"):
         _kill_descendants()
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,5 +40,74 @@ def grade_submission(
         from autograder.core.sandbox import IsolatedExecutor
 
         executor = IsolatedExecutor()
-    run = executor
-    return evaluate(selected(chapter, only), run(Path(path), jobs_for(chapter, only)))
+    return grade_with_stand_ins(info, chapter, executor, Path(path), only)
+
+
+def _closure(name: str, deps: dict[str, list[str]], failing: set[str]) -> set[str]:
+    """The failing exercises ``name`` reaches through its dependencies (not itself)."""
+    found: set[str] = set()
+    todo = list(deps.get(name, []))
+    while todo:
+        dep = todo.pop()
+        if dep in found or dep == name:
+            continue
+        if dep in failing:
+            found.add(dep)
+        todo += deps.get(dep, [])
+    return found
+
+
+def grade_with_stand_ins(
+    info: ChapterInfo,
+    chapter: MaterializedChapter,
+    executor: Executor,
+    path: Path,
+    only: list[str] | None = None,
+) -> list[ExerciseResult]:
+    """Grade, then grade again each failing exercise that calls a failing function of the
+    student's, with the reference answering in place of those functions.
+
+    One mistake costs one exercise: an exercise that passes the second time earns its
+    points, and its message names the student's functions that made it fail. The
+    reference's code stays here: the child only receives its answers (plain tensors),
+    for the functions named, while that exercise runs. Executors that cannot relay
+    questions (the self-check's, in process) grade once.
+    """
+    exercises = selected(chapter, only)
+    results = evaluate(exercises, executor(path, jobs_for(chapter, only)))
+    if not getattr(executor, "answers_questions", False):
+        return results
+    by_name = {r.name: r for r in results}
+    failing = {r.name for r in results if not r.passed}
+    spec = load_spec(info)
+    functions = {e.name for e in spec.exercises if inspect.isfunction(e.reference())}
+    deps = {ex["name"]: list(ex["depends_on"]) for ex in chapter["exercises"]}
+    retry: dict[str, list[str]] = {}
+    for ex in exercises:
+        if by_name[ex["name"]].status == "failed":
+            stand = sorted(_closure(ex["name"], deps, failing) & functions)
+            if stand:
+                retry[ex["name"]] = stand
+    if not retry:
+        return results
+    names = sorted({n for stand in retry.values() for n in stand})
+    references = {n: spec.exercise(n).reference() for n in names}
+    jobs = [
+        {**job, "stand_ins": retry[job["exercise"]]} for job in jobs_for(chapter, sorted(retry))
+    ]
+    again = evaluate(
+        selected(chapter, sorted(retry)),
+        executor(path, jobs, answer=lambda n, a, k: references[n](*a, **k)),  # type: ignore[call-arg]
+    )
+    for second in again:
+        first, stand = by_name[second.name], retry[second.name]
+        yours = ", ".join(f"`{n}`" for n in stand)
+        if second.passed:
+            first.score, first.status, first.hint, first.mistake = second.score, "passed", "", ""
+            first.message = (
+                f"passes when the reference stands in for your {yours}: it failed only "
+                f"because {'that fails' if len(stand) == 1 else 'those fail'} (graded there)"
+            )
+        else:
+            first.message += f" It fails even with the reference standing in for your {yours}."
+    return results

@@ -12,15 +12,23 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypedDict
 
+import torch
+
 from autograder.core.drivers import run_case
 from autograder.core.loader import SubmissionError, load_submission, student_error
 from autograder.core.spec import Case
 
 
-class Job(TypedDict):
+class Job(TypedDict, total=False):
     exercise: str
     driver: str
     cases: list[Case]
+    # the student's functions the parent answers for while this job runs (the reference
+    # in their place), so a failing dependency does not also fail this exercise
+    stand_ins: list[str]
+
+
+Ask = Callable[[str, list[Any], dict[str, Any]], Any]
 
 
 class JobResult(TypedDict):
@@ -63,12 +71,15 @@ def run_jobs(
     on_statement: Callable[[str], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     on_result: Callable[[int, JobResult], None] | None = None,
+    ask: Ask | None = None,
 ) -> list[JobResult]:
     """Load the submission at ``path`` and run every job; never raises for student faults.
 
     The callbacks let a supervising process follow the progress: ``on_statement``
     before each loaded statement (see :func:`load_submission`), ``on_start(i)``
-    before job i, ``on_result(i, result)`` after it.
+    before job i, ``on_result(i, result)`` after it. With ``ask``, each name in a
+    job's ``stand_ins`` is replaced, while that job runs, by a function that asks
+    the parent for the answer.
     """
     try:
         submission = load_submission(path, skip=skip, on_statement=on_statement)
@@ -86,8 +97,60 @@ def run_jobs(
         if obj is None:
             result = _result(job["exercise"], "missing", reason or "not defined")
         else:
-            result = run_job(obj, job)
+            names = job.get("stand_ins", []) if ask is not None else []
+            saved = {n: submission.namespace[n] for n in names if n in submission.namespace}
+            for name in names:
+                submission.namespace[name] = stand_in(name, ask)  # type: ignore[arg-type]
+            try:
+                result = run_job(obj, job)
+            finally:
+                for name in names:
+                    submission.namespace.pop(name, None)
+                submission.namespace.update(saved)
         results.append(result)
         if on_result is not None:
             on_result(i, result)
     return results
+
+
+def _plain_argument(value: Any, name: str) -> Any:
+    if isinstance(value, torch.Tensor):
+        if value.requires_grad:
+            raise TypeError(f"the reference's `{name}` cannot stand in where gradients flow")
+        return value.detach().to("cpu")
+    if value is None or isinstance(value, bool | int | float | str | torch.dtype):
+        return value
+    if isinstance(value, torch.device):
+        return "cpu"  # the parent answers on its CPU; the answer is moved back below
+    if isinstance(value, list | tuple):
+        return type(value)(_plain_argument(v, name) for v in value)
+    if isinstance(value, dict):
+        return {str(k): _plain_argument(v, name) for k, v in value.items()}
+    raise TypeError(f"the reference's `{name}` cannot stand in for a {type(value).__name__}")
+
+
+def _to_device(value: Any, device: torch.device | None) -> Any:
+    if device is None:
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, list | tuple):
+        return type(value)(_to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def stand_in(name: str, ask: Ask) -> Callable[..., Any]:
+    """A function that answers as the parent says ``name`` would (plain data only)."""
+
+    def answered_by_the_parent(*args: Any, **kwargs: Any) -> Any:
+        plain_args = [_plain_argument(a, name) for a in args]
+        plain_kwargs = {k: _plain_argument(v, name) for k, v in kwargs.items()}
+        given = [*args, *kwargs.values()]
+        devices = [a for a in given if isinstance(a, torch.device)]
+        devices += [a.device for a in given if isinstance(a, torch.Tensor)]
+        return _to_device(ask(name, plain_args, plain_kwargs), devices[0] if devices else None)
+
+    answered_by_the_parent.__name__ = name
+    return answered_by_the_parent

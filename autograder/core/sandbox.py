@@ -49,7 +49,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,8 @@ from typing import Any
 import torch
 
 from autograder.core import cgroups, landlock
-from autograder.core.channel import FrameReader
+from autograder.core.channel import FrameReader, decode_plain, encode_plain
+from autograder.core.drivers import to_plain
 from autograder.core.runner import JobResult
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent  # holds autograder/, course/
@@ -90,6 +91,31 @@ class Limits:
     file_bytes: int = 256 << 20  # largest file the child may write
     tmp_bytes: int = 512 << 20  # the child's /tmp (RAM under bubblewrap)
     result_bytes: int = 64 << 20  # one exercise's answers, as sent to the parent
+
+
+# How the parent answers a child's question: (function name, args, kwargs) -> the answer.
+Answer = Callable[[str, list[Any], dict[str, Any]], Any]
+
+
+def _answering(answer: Answer, allowed: set[str]) -> Callable[[bytes], bytes]:
+    """The parent's side of a question: only for the names offered, plain data both ways."""
+
+    def reply(payload: bytes) -> bytes:
+        name = "?"
+        try:
+            question = decode_plain(payload)
+            name = str(question["name"])
+            if name not in allowed or not isinstance(question["args"], list):
+                raise ValueError("not a function offered to this exercise")
+            value = answer(name, question["args"], dict(question["kwargs"]))
+            return encode_plain({"value": to_plain(value)})
+        except Exception as exc:  # noqa: BLE001 - the child is told, the parent goes on
+            why = str(exc).splitlines()[0][:300] if str(exc) else ""
+            return encode_plain(
+                {"error": f"the reference's `{name}` gave no answer: {type(exc).__name__} {why}"}
+            )
+
+    return reply
 
 
 class IsolationUnavailable(RuntimeError):
@@ -241,7 +267,9 @@ def _bwrap_command(stage: Path, run: _Run, limits: Limits, hidden: list[Path]) -
     return [*args, sys.executable, "-s", "-m", "autograder.core.child", "/jobs/plan.json"]
 
 
-def _confined_command(stage: Path, run: _Run, hidden: list[Path]) -> list[str]:
+def _confined_command(
+    stage: Path, run: _Run, hidden: list[Path], landlock: bool = True
+) -> list[str]:
     """The plain-subprocess child; with Landlock it may read only what grading needs."""
     read = [*_SYSTEM_READ, "/proc", "/sys/devices/system/cpu", "/dev/urandom", "/dev/random"]
     for prefix in _prefixes():
@@ -251,7 +279,12 @@ def _confined_command(stage: Path, run: _Run, hidden: list[Path]) -> list[str]:
     confine = {"read": read, "write": [str(run.work), "/dev/null", "/dev/zero"]}
     plan.write_text(
         json.dumps(
-            {"submission": str(run.submission), "jobs_file": str(run.jobs_file), "confine": confine}
+            {
+                "submission": str(run.submission),
+                "jobs_file": str(run.jobs_file),
+                "confine": confine if landlock else None,
+                "reap": True,  # no pid namespace: the child ends what the student left running
+            }
         ),
         encoding="utf-8",
     )
@@ -382,8 +415,18 @@ def _tmpfs_bytes(tree: list[int]) -> int:
 
 
 def _resident_bytes(pids: list[int]) -> int:
+    """Memory of the processes, shared pages counted once (PSS; RSS where PSS is unknown)."""
     total = 0
     for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+            continue
+        except (OSError, ValueError, IndexError):
+            pass
         try:
             with open(f"/proc/{pid}/statm", "rb") as f:
                 total += int(f.read().split()[1]) * _PAGE
@@ -597,9 +640,16 @@ class IsolatedExecutor:
         wrapper = _limit_wrapper(self.limits)
         if self.mode == "bwrap":
             return [*wrapper, *_bwrap_command(self.stage, run, self.limits, self._hidden)]
-        return [*wrapper, *_confined_command(self.stage, run, self._hidden)]
+        landlock = self.mode == "process"
+        return [*wrapper, *_confined_command(self.stage, run, self._hidden, landlock)]
 
-    def __call__(self, path: Path, jobs: list[dict[str, Any]]) -> list[JobResult]:
+    answers_questions = True  # grading.py may pass ``answer`` (stand-ins for dependencies)
+
+    def __call__(
+        self, path: Path, jobs: list[dict[str, Any]], answer: Answer | None = None
+    ) -> list[JobResult]:
+        """Run ``jobs`` on the submission at ``path``; with ``answer``, the child may ask
+        the parent for the answers of the functions its jobs name as ``stand_ins``."""
         if self._cancelled.is_set():
             raise GradingCancelled("grading was cancelled")
         if not self._verified:
@@ -618,7 +668,7 @@ class IsolatedExecutor:
                 root = Path(tmp) / f"run{run_number}"
                 root.mkdir()
                 run = self._prepare(root, path.name, data, [jobs[i] for i in pending], skip)
-                outcome = self._supervise(run, [jobs[i] for i in pending], deadline)
+                outcome = self._supervise(run, [jobs[i] for i in pending], deadline, answer)
                 if self._cancelled.is_set():
                     raise GradingCancelled("grading was cancelled")
                 for local, got in outcome["results"].items():
@@ -650,9 +700,19 @@ class IsolatedExecutor:
                 )
         return [results[i] for i in range(len(jobs))]
 
-    def _supervise(self, run: _Run, jobs: list[dict[str, Any]], deadline: float) -> dict[str, Any]:
+    def _supervise(
+        self,
+        run: _Run,
+        jobs: list[dict[str, Any]],
+        deadline: float,
+        answer: Answer | None = None,
+    ) -> dict[str, Any]:
         """Run one child until it ends or overruns; say where it stopped and why."""
         count = len(jobs)
+        allowed = {name for job in jobs for name in job.get("stand_ins", [])}
+        question_r = answer_w = None
+        if answer is not None and allowed:
+            question_r, answer_w = os.pipe()  # the parent's answers, to the child
         group = (
             cgroups.create(self.limits.memory_bytes, self.limits.processes)
             if self.use_cgroups
@@ -660,9 +720,15 @@ class IsolatedExecutor:
         )
         read_fd, write_fd = os.pipe()
         reader = FrameReader(
-            read_fd, [(j["exercise"], len(j["cases"])) for j in jobs], self.limits.result_bytes
+            read_fd,
+            [(j["exercise"], len(j["cases"])) for j in jobs],
+            self.limits.result_bytes,
+            answer=None if answer_w is None else _answering(answer, allowed),
+            reply_fd=answer_w,
         )
         cmd = [*self._command(run), str(write_fd)]
+        if question_r is not None:
+            cmd.append(str(question_r))
         if group is not None:
             cmd = group.join_command(cmd)
         extra: dict[str, Any] = {}
@@ -679,13 +745,15 @@ class IsolatedExecutor:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
-                pass_fds=(write_fd,),
+                pass_fds=(write_fd,) if question_r is None else (write_fd, question_r),
                 env=env,
                 cwd=str(run.work),
                 **extra,
             )
         finally:
             os.close(write_fd)
+            if question_r is not None:
+                os.close(question_r)
         with self._lock:
             self._live.add(proc)
         if self._cancelled.is_set():
@@ -735,6 +803,8 @@ class IsolatedExecutor:
                 self._live.discard(proc)
             reader.join(timeout=10)
             stderr.join(timeout=5)
+            if answer_w is not None:
+                os.close(answer_w)
         loading, started, _ = reader.snapshot()
         if reader.error and not why:
             why = reader.error

@@ -9,7 +9,9 @@ damaged.
 Points: scaled_dot_product_attention 3, causal_mask 1, MultiHeadAttention 3,
 sinusoidal_positional_encoding 1, apply_rope 2, layer_norm 1, rms_norm 1,
 gelu 1, FeedForward 1 (calls gelu), TransformerBlock 2 (calls
-MultiHeadAttention, FeedForward, causal_mask).
+MultiHeadAttention, FeedForward, causal_mask). An exercise that fails only because a
+function it calls fails is graded again with the reference standing in for that
+function, and earns its points: one mistake costs one exercise.
 """
 
 from __future__ import annotations
@@ -331,16 +333,18 @@ CASES: list[Case] = [
     ),
     Case(
         "segfault",
-        "causal_mask crashes the interpreter (TransformerBlock needs it)",
-        13,
+        "causal_mask crashes the interpreter (TransformerBlock, which calls it, is graded "
+        "again with the reference standing in)",
+        15,
         lambda c: reference_cells(
             replace={"causal_mask": _wrap("causal_mask", "import ctypes\nctypes.string_at(0)")}
         ),
     ),
     Case(
         "os_exit_in_exercise",
-        "gelu calls os._exit (FeedForward and the block need it)",
-        12,
+        "gelu calls os._exit (FeedForward and the block, which call it, pass with the "
+        "reference standing in)",
+        15,
         lambda c: reference_cells(replace={"gelu": _wrap("gelu", "import os\nos._exit(0)")}),
     ),
     Case(
@@ -359,8 +363,9 @@ CASES: list[Case] = [
     ),
     Case(
         "garbage_on_descriptors",
-        "gelu writes garbage to every descriptor, then answers right (FeedForward, block call it)",
-        12,
+        "gelu writes garbage to every descriptor, then answers right (its callers pass with "
+        "the reference standing in)",
+        15,
         lambda c: reference_cells(
             replace={
                 "gelu": _wrap(
