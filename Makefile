@@ -27,8 +27,10 @@ format: setup
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
+# Two or more workers (pytest-xdist), a test file per worker at a time: module fixtures
+# (the Gradescope zip, a graded class) are made once.
 test: setup lint model
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile --durations=15
 
 # Regenerate the self-check fixtures and the notebook stubs from solutions/.
 fixtures: setup

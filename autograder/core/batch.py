@@ -564,8 +564,9 @@ class ClassGrader:
         if self.junit:
             atomic_write_text(self.out / "junit.xml", junit_xml(records))
 
-    def write_summary(self) -> list[str]:
-        """Rebuild grades.csv, junit.xml and every student's results.json from the records.
+    def write_summary(self, charts: bool = False) -> list[str]:
+        """Rebuild grades.csv, junit.xml and every student's results.json from the records
+        (and, with ``charts``, the mistakes' bar charts).
 
         Returns the problems (a file that could not be written), one per file.
         """
@@ -582,7 +583,8 @@ class ClassGrader:
             except OSError as exc:
                 problems.append(f"grades.csv/junit.xml not written: {exc}")
             try:
-                write_charts(list(self._records.values()), self.out)
+                if charts:
+                    write_charts(list(self._records.values()), self.out)
             except Exception as exc:  # noqa: BLE001 - a chart is not worth a class's grades
                 problems.append(f"mistakes_*.png not drawn: {exc}")
         return problems
@@ -713,7 +715,7 @@ class ClassGrader:
                 report.abandoned = sum(t.is_alive() for t in threads)
                 failed = len(report.errors) - chapter_errors
                 report.interrupted = len(todo) - len(report.graded) - failed
-        report.errors += self.write_summary()
+        report.errors += self.write_summary(charts=True)
         return report
 
 

@@ -20,3 +20,17 @@ Executor = Callable[[Path, list[dict[str, Any]]], list[JobResult]]
 def in_process(path: Path, jobs: list[dict[str, Any]]) -> list[JobResult]:
     """Run the submission in this interpreter (the student's own self-check)."""
     return run_jobs(path, jobs)  # type: ignore[arg-type]
+
+
+def in_process_answering(
+    path: Path, jobs: list[dict[str, Any]], answer: Any = None
+) -> list[JobResult]:
+    """In this interpreter, with stand-ins answered by calling ``answer`` directly.
+
+    For tests only, where the reference is importable anyway: the isolated executor
+    relays the same questions to the parent instead (see grading.grade_with_stand_ins).
+    """
+    return run_jobs(path, jobs, ask=answer)  # type: ignore[arg-type]
+
+
+in_process_answering.answers_questions = True  # type: ignore[attr-defined]

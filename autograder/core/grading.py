@@ -16,6 +16,7 @@ from autograder.core.materialize import (
     materialize,
     selected,
 )
+from autograder.core.runner import answer_with
 
 
 @lru_cache(maxsize=16)
@@ -97,7 +98,7 @@ def grade_with_stand_ins(
     ]
     again = evaluate(
         selected(chapter, sorted(retry)),
-        executor(path, jobs, answer=lambda n, a, k: references[n](*a, **k)),  # type: ignore[call-arg]
+        executor(path, jobs, answer=answer_with(references)),  # type: ignore[call-arg]
     )
     for second in again:
         first, stand = by_name[second.name], retry[second.name]

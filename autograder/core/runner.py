@@ -29,6 +29,35 @@ class Job(TypedDict, total=False):
 
 
 Ask = Callable[[str, list[Any], dict[str, Any]], Any]
+GENERATOR = "__torch_generator_state__"  # a generator argument of a stand-in, as plain data
+
+
+def revive_generators(value: Any, made: list[torch.Generator]) -> Any:
+    """The arguments a stand-in sent, with its generators rebuilt (appended to ``made``)."""
+    if isinstance(value, dict) and set(value) == {GENERATOR}:
+        generator = torch.Generator()
+        generator.set_state(value[GENERATOR])
+        made.append(generator)
+        return generator
+    if isinstance(value, list | tuple):
+        return type(value)(revive_generators(v, made) for v in value)
+    if isinstance(value, dict):
+        return {k: revive_generators(v, made) for k, v in value.items()}
+    return value
+
+
+def answer_with(functions: dict[str, Callable[..., Any]]) -> Ask:
+    """The parent's answers for stand-ins: ``functions[name]`` called on the arguments sent,
+    and the state of each generator argument after the call (in the order they were given)."""
+
+    def answer(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        made: list[torch.Generator] = []
+        args = revive_generators(list(args), made)
+        kwargs = revive_generators(dict(kwargs), made)
+        value = functions[name](*args, **kwargs)
+        return {"value": value, "generator_states": [g.get_state() for g in made]}
+
+    return answer
 
 
 class JobResult(TypedDict):
@@ -122,6 +151,8 @@ def _plain_argument(value: Any, name: str) -> Any:
         return value
     if isinstance(value, torch.device):
         return "cpu"  # the parent answers on its CPU; the answer is moved back below
+    if isinstance(value, torch.Generator):  # its state goes, the state after comes back
+        return {GENERATOR: value.get_state()}
     if isinstance(value, list | tuple):
         return type(value)(_plain_argument(v, name) for v in value)
     if isinstance(value, dict):
@@ -150,7 +181,11 @@ def stand_in(name: str, ask: Ask) -> Callable[..., Any]:
         given = [*args, *kwargs.values()]
         devices = [a for a in given if isinstance(a, torch.device)]
         devices += [a.device for a in given if isinstance(a, torch.Tensor)]
-        return _to_device(ask(name, plain_args, plain_kwargs), devices[0] if devices else None)
+        reply = ask(name, plain_args, plain_kwargs)
+        generators = [a for a in given if isinstance(a, torch.Generator)]
+        for generator, state in zip(generators, reply["generator_states"], strict=True):
+            generator.set_state(state)  # as if the reference had drawn from it here
+        return _to_device(reply["value"], devices[0] if devices else None)
 
     answered_by_the_parent.__name__ = name
     return answered_by_the_parent
