@@ -229,8 +229,9 @@ def test_a_full_disk_costs_only_what_it_could_not_write_and_a_rerun_finishes(
     for student in ("ann", "ben", "cat"):
         _put(klass, student)
     subs, _ = discover([klass])
-    # writes: grades.csv and junit.xml at the start, then ann's record; everything after fails
-    disk = _FullDisk(after=3)
+    # writes: grades.csv, mistakes.csv and junit.xml at the start, then ann's record;
+    # everything after fails
+    disk = _FullDisk(after=4)
     monkeypatch.setattr(batch.os, "fsync", disk)
     report = ClassGrader(out, in_process, junit=True).grade_all(subs)
     assert report.graded == ["ann 01_attention"]

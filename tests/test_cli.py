@@ -185,4 +185,6 @@ def test_a_signal_stops_grading_within_seconds_and_a_rerun_finishes(
     with open(out / "grades.csv", newline="") as f:
         scores = {r["student_id"]: r["score"] for r in csv.DictReader(f)}
     # gelu hangs; FeedForward and TransformerBlock call it
-    assert scores == {"a_sleeper": "12", "b_honest": "16", "c_honest": "16"}
+    # a_sleeper's gelu costs its own point; FeedForward and TransformerBlock, which call
+    # it, pass with the reference standing in for it
+    assert scores == {"a_sleeper": "15", "b_honest": "16", "c_honest": "16"}

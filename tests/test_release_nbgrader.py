@@ -102,7 +102,8 @@ def test_nbgrader_autograde_agrees_with_llm_course_grade(released: Path) -> None
     out = released / "llm-course-grades"
     assert main(["grade", str(course / "submitted"), "--out", str(out)]) == 0
     ours = _scores(out / "grades.csv", "score")
-    assert nbgrader_scores == ours == {"alice": 16, "bob": 0, "carol": 12, "mallory": 0}
+    # carol's gelu is wrong: it costs gelu only (its callers pass with a stand-in)
+    assert nbgrader_scores == ours == {"alice": 16, "bob": 0, "carol": 15, "mallory": 0}
 
 
 LATER_CHAPTERS = [c for c in present_chapters() if c.number != "01"]
