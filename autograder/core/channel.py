@@ -54,11 +54,7 @@ def write_frame(fd: int, kind: bytes, payload: bytes) -> None:
 
 def encode_result(index: int, result: Any) -> bytes:
     """``R`` payload: the job index and the result, as torch.save bytes."""
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(result, buf)
-    return struct.pack(">I", index) + buf.getvalue()
+    return struct.pack(">I", index) + encode_plain(result)
 
 
 class ProtocolError(Exception):
@@ -110,27 +106,16 @@ class FrameReader(threading.Thread):
         self.fd, self.jobs, self.max_result_bytes = fd, jobs, max_result_bytes
         self.on_frame = on_frame
         self.answer, self.reply_fd = answer, reply_fd
-        self.questions = 0
         self.loading: str | None = None
         self.started: int | None = None
         self.results: dict[int, dict[str, Any]] = {}
         self.error = ""
         self._lock = threading.Lock()
 
-    def _read_exact(self, n: int) -> bytes | None:
-        chunks, left = [], n
-        while left:
-            chunk = os.read(self.fd, min(left, 1 << 20))
-            if not chunk:
-                return None
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-
     def run(self) -> None:
         try:
             while True:
-                header = self._read_exact(HEADER.size)
+                header = read_exact(self.fd, HEADER.size)
                 if header is None:
                     return
                 magic, kind, length = HEADER.unpack(header)
@@ -144,7 +129,7 @@ class FrameReader(threading.Thread):
                     raise ProtocolError("a message of an unknown kind")
                 if length > limit:
                     raise ProtocolError(f"a message larger than {limit} bytes")
-                payload = self._read_exact(length)
+                payload = read_exact(self.fd, length)
                 if payload is None:
                     raise ProtocolError("a message cut short")
                 self._accept(kind, payload)
@@ -163,7 +148,6 @@ class FrameReader(threading.Thread):
     def _accept(self, kind: bytes, payload: bytes) -> None:
         if kind == b"Q":
             assert self.answer is not None and self.reply_fd is not None
-            self.questions += 1
             write_frame(self.reply_fd, b"A", self.answer(payload))
             return
         if kind == b"L":
@@ -185,10 +169,9 @@ class FrameReader(threading.Thread):
             with self._lock:
                 self.started = index
             return
-        import torch
 
         try:
-            result = torch.load(io.BytesIO(payload[4:]), weights_only=True)
+            result = decode_plain(payload[4:])
         except Exception:  # noqa: BLE001 - whatever the bytes hold, it is not a result
             raise ProtocolError("a result that cannot be read as plain data") from None
         exercise, cases = self.jobs[index]
@@ -217,21 +200,29 @@ def decode_plain(payload: bytes) -> Any:
     return torch.load(io.BytesIO(payload), weights_only=True)
 
 
-def _read_frame(fd: int, limit: int) -> tuple[bytes, bytes]:
-    def exact(n: int) -> bytes:
-        chunks, left = [], n
-        while left:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                raise ProtocolError("the answer was cut short")
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+def read_exact(fd: int, n: int) -> bytes | None:
+    """Exactly ``n`` bytes from ``fd``, or None when it ends first."""
+    chunks, left = [], n
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
-    magic, kind, length = HEADER.unpack(exact(HEADER.size))
+
+def _read_frame(fd: int, limit: int) -> tuple[bytes, bytes]:
+    header = read_exact(fd, HEADER.size)
+    if header is None:
+        raise ProtocolError("the answer was cut short")
+    magic, kind, length = HEADER.unpack(header)
     if magic != MAGIC or length > limit:
         raise ProtocolError("a malformed answer")
-    return kind, exact(length)
+    payload = read_exact(fd, length)
+    if payload is None:
+        raise ProtocolError("the answer was cut short")
+    return kind, payload
 
 
 def ask(out_fd: int, in_fd: int, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:

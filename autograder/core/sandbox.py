@@ -51,6 +51,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -298,17 +299,12 @@ def _run_bwrap_probe(cmd: list[str]) -> bool:
         return False
 
 
-_BWRAP_OK: bool | None = None
-
-
+@lru_cache(maxsize=1)
 def bwrap_works() -> bool:
     """Whether bubblewrap is installed and can start Python in a sandbox here."""
-    global _BWRAP_OK
-    if _BWRAP_OK is None:
-        _BWRAP_OK = shutil.which("bwrap") is not None and _run_bwrap_probe(
-            [*_bwrap_base(Limits().tmp_bytes), *_system_binds([]), sys.executable, "-c", "pass"]
-        )
-    return _BWRAP_OK
+    return shutil.which("bwrap") is not None and _run_bwrap_probe(
+        [*_bwrap_base(Limits().tmp_bytes), *_system_binds([]), sys.executable, "-c", "pass"]
+    )
 
 
 def landlock_works() -> bool:
@@ -585,12 +581,13 @@ class IsolatedExecutor:
                 plan = json.loads(plan_path.read_text(encoding="utf-8"))
                 plan["probe"] = probe
                 plan_path.write_text(json.dumps(plan), encoding="utf-8")
-                env = dict(CHILD_ENV)
-                if self.mode != "bwrap":
-                    env.update(HOME=str(run.work), PYTHONPATH=str(self.stage))
                 try:
                     done = subprocess.run(
-                        [*cmd, "1"], capture_output=True, timeout=120, env=env, cwd=str(run.work)
+                        [*cmd, "1"],
+                        capture_output=True,
+                        timeout=120,
+                        env=self._child_env(run),
+                        cwd=str(run.work),
                     )
                 except (OSError, subprocess.SubprocessError) as exc:
                     raise IsolationUnavailable(f"the isolation probe did not run: {exc}") from None
@@ -634,6 +631,14 @@ class IsolatedExecutor:
         jobs_file = jobs_dir / "jobs.pt"
         torch.save({"jobs": jobs, "skip": skip}, jobs_file)
         return _Run(root=root, submission=submission, jobs_file=jobs_file, work=work)
+
+    def _child_env(self, run: _Run) -> dict[str, str]:
+        """The environment a child starts with (bubblewrap then sets the sandbox's own)."""
+        env = dict(CHILD_ENV)
+        if self.mode != "bwrap":
+            work = str(run.work)
+            env.update(HOME=work, TMPDIR=work, PYTHONPATH=str(self.stage))
+        return env
 
     def _command(self, run: _Run) -> list[str]:
         """The child's command line, the pipe's descriptor still to be appended."""
@@ -734,10 +739,7 @@ class IsolatedExecutor:
         extra: dict[str, Any] = {}
         if not _limit_wrapper(self.limits):
             extra["preexec_fn"] = lambda: _set_limits(self.limits)
-        env = dict(CHILD_ENV)
-        if self.mode != "bwrap":
-            work = str(run.work)
-            env.update(HOME=work, TMPDIR=work, PYTHONPATH=str(self.stage))
+        env = self._child_env(run)
         try:
             proc = subprocess.Popen(
                 cmd,
