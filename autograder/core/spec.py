@@ -49,6 +49,25 @@ class Mistake:
 
 
 @dataclass(frozen=True)
+class Promise:
+    """A behaviour the reference's docstring promises, and the cases that exercise it.
+
+    ``quote`` is words of the docstring (whitespace aside); every sentence of the
+    docstring must contain a promise's quote or lie inside one. ``cases`` are the
+    labels of the exercise's cases that exercise it (``"*"``: every case does); a
+    sentence that promises no behaviour (a definition, a pointer to another
+    function) names no case and says ``why`` instead.
+    """
+
+    quote: str
+    cases: tuple[str, ...] = ()
+    why: str = ""
+
+
+ALL_CASES = ("*",)  # a promise every case exercises (the output's shape, its meaning)
+
+
+@dataclass(frozen=True)
 class Exercise:
     """One graded exercise: a function or class named in CURRICULUM.md."""
 
@@ -71,6 +90,12 @@ class Exercise:
     # reference's answer in that dtype): the output must follow the input's dtype. None
     # means float64 for the "call" and "module" drivers without a checker; () opts out.
     dtypes: tuple[str, ...] | None = None
+    # The docstring's sentences beside the cases that exercise them (see Promise and
+    # autograder.core.promises, whose check fails when a sentence has none).
+    promises: tuple[Promise, ...] = ()
+    # For an exercise whose answers are random draws: the probability that its checks
+    # fail each usual wrong answer (and an honest one), and how that was measured.
+    power: str = ""
 
     def dtype_variants(self) -> tuple[str, ...]:
         """The extra dtypes this exercise's float32 cases are also graded in."""
