@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 import solutions.alignment as ref
 from autograder.core.cases import call_case, randn
-from autograder.core.spec import Case, ChapterSpec, Exercise, Mistake, Tolerance
+from autograder.core.spec import ALL_CASES, Case, ChapterSpec, Exercise, Mistake, Promise, Tolerance
 
 TOL = Tolerance(1e-5, 1e-4)
 
@@ -67,7 +67,13 @@ def _logps_cases(g: torch.Generator) -> list[Case]:
         call_case("prompts and responses of different lengths", *_lm_batch(g, 3, 7, 9)),
         call_case("labels of -100 where the mask is False", *_lm_batch(g, 4, 6, 8, ignore=True)),
         call_case("one sequence, V = 30", *_lm_batch(g, 1, 8, 30)),
+        _int_mask_case(g),
     ]
+
+
+def _int_mask_case(g: torch.Generator) -> Case:
+    logits, labels, mask = _lm_batch(g, 3, 6, 7, ignore=True)
+    return call_case("a 0/1 int64 loss_mask", logits, labels, mask.long())
 
 
 SEQUENCE_LOGPROBS = Exercise(
@@ -104,6 +110,21 @@ SEQUENCE_LOGPROBS = Exercise(
             _logps_variant("raw_logits"),
         ),
     ),
+    promises=(
+        Promise("sum of log p(label)", ALL_CASES),
+        Promise("The logits are already aligned with the labels", ALL_CASES),
+        Promise(
+            "Positions where ``loss_mask`` is False count for nothing",
+            (
+                "prompts and responses of different lengths",
+                "labels of -100 where the mask is False",
+            ),
+        ),
+        Promise("logits: shape (B, L, V).", ALL_CASES),
+        Promise("labels: shape (B, L), int64 token ids.", ALL_CASES),
+        Promise("bool (or 0/1), True on the tokens to score", ("a 0/1 int64 loss_mask",)),
+        Promise("logps: shape (B,), same dtype as logits.", ALL_CASES),
+    ),
 )
 
 
@@ -118,6 +139,8 @@ def _sft_variant(kind: str) -> Callable:
             return -(tok.sum(-1) / loss_mask.sum(-1).clamp_min(1)).mean()
         if kind == "no_minus":
             return tok.sum() / loss_mask.sum().clamp_min(1)
+        if kind == "empty_nan":
+            return -tok.sum() / loss_mask.sum()
         return -tok.sum() / loss_mask.sum().clamp_min(1)
 
     return sft_loss
@@ -128,7 +151,13 @@ def _sft_cases(g: torch.Generator) -> list[Case]:
         call_case("responses of different lengths", *_lm_batch(g, 4, 7, 9)),
         call_case("a batch of 3, V = 6", *_lm_batch(g, 3, 8, 6)),
         call_case("one sequence", *_lm_batch(g, 1, 6, 12)),
+        _no_response_case(g),
     ]
+
+
+def _no_response_case(g: torch.Generator) -> Case:
+    logits, labels, mask = _lm_batch(g, 2, 5, 7)
+    return call_case("no response token at all (loss 0)", logits, labels, torch.zeros_like(mask))
 
 
 SFT_LOSS = Exercise(
@@ -164,6 +193,26 @@ SFT_LOSS = Exercise(
             "your answer matches the mean LOG-LIKELIHOOD: the loss is its negative.",
             _sft_variant("no_minus"),
         ),
+        Mistake(
+            "empty_nan",
+            "your answer is NaN (0 / 0) when loss_mask has no True at all: the loss is then 0; "
+            "divide by the number of response tokens clamped to at least 1.",
+            _sft_variant("empty_nan"),
+        ),
+    ),
+    promises=(
+        Promise("the mean negative log-likelihood of the response tokens", ALL_CASES),
+        Promise(
+            "The mean is over all masked tokens of the batch together",
+            ("responses of different lengths", "a batch of 3, V = 6"),
+        ),
+        Promise(
+            "With no masked token at all the loss is 0.", ("no response token at all (loss 0)",)
+        ),
+        Promise("logits: shape (B, L, V), aligned with labels.", ALL_CASES),
+        Promise("labels: shape (B, L), int64.", ALL_CASES),
+        Promise("loss_mask: shape (B, L), True on the response tokens.", ALL_CASES),
+        Promise("loss: a scalar, same dtype as logits.", ALL_CASES),
     ),
 )
 
@@ -225,6 +274,17 @@ RM_LOSS = Exercise(
             _rm_variant("log_of_sigmoid"),
         ),
     ),
+    promises=(
+        Promise("-log sigmoid(r_chosen - r_rejected), averaged", ALL_CASES),
+        Promise("P(chosen preferred to rejected) = sigmoid(r_chosen - r_rejected)", ALL_CASES),
+        Promise(
+            "Uses ``F.logsigmoid`` (stable for large margins).",
+            ("margins of +-120 (log(sigmoid) overflows)",),
+        ),
+        Promise("chosen_rewards: shape (...)", ("8 pairs", "a batch of pairs (2, 5)")),
+        Promise("rejected_rewards: same shape", ALL_CASES),
+        Promise("loss: a scalar, the mean over the pairs.", ALL_CASES),
+    ),
 )
 
 # -------------------------------------------------------------------------- dpo_loss
@@ -247,10 +307,12 @@ def _dpo_variant(kind: str) -> Callable:
         else:
             losses = -F.logsigmoid(margin)
         if kind == "rewards_without_beta":
-            return losses, cr, rj
+            return losses, cr.detach(), rj.detach()
         if kind == "beta_divides":
-            return losses, cr / beta, rj / beta
-        return losses, beta * cr, beta * rj
+            return losses, (cr / beta).detach(), (rj / beta).detach()
+        if kind == "not_detached":
+            return losses, beta * cr, beta * rj
+        return losses, (beta * cr).detach(), (beta * rj).detach()
 
     return dpo_loss
 
@@ -273,7 +335,17 @@ DPO = Exercise(
     summary="-log sigmoid(beta * (log-ratio chosen - log-ratio rejected))",
     make_cases=_dpo_cases,
     reference=lambda: ref.dpo_loss,
-    output_names=("losses", "chosen_rewards", "rejected_rewards"),
+    # Called on log-probabilities that require gradients: the answer also says whether
+    # the rewards are detached and whether the losses carry a gradient.
+    driver="autograder.public.alignment:dpo_with_gradients",
+    dtypes=("float64",),
+    output_names=(
+        "losses",
+        "chosen_rewards",
+        "rejected_rewards",
+        "rewards_detached",
+        "losses_have_gradient",
+    ),
     tolerance=TOL,
     mistakes=(
         Mistake(
@@ -311,6 +383,27 @@ DPO = Exercise(
             "chosen_rewards = beta * (pi_c - ref_c), rejected_rewards = beta * (pi_r - ref_r).",
             _dpo_variant("rewards_without_beta"),
         ),
+        Mistake(
+            "not_detached",
+            "your rewards carry a gradient: they are for logging, so return them detached "
+            "(beta * (pi_c - ref_c)).detach(); the gradient flows through the losses only.",
+            _dpo_variant("not_detached"),
+        ),
+    ),
+    promises=(
+        Promise("a Bradley-Terry loss on implicit rewards", ALL_CASES),
+        Promise("The implicit reward of an answer is beta * (log pi(answer)", ALL_CASES),
+        Promise("losses = -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))", ALL_CASES),
+        Promise("The rewards are detached", ALL_CASES),
+        Promise("policy_chosen_logps: shape (B,)", ALL_CASES),
+        Promise("policy_rejected_logps: shape (B,)", ALL_CASES),
+        Promise("ref_chosen_logps: shape (B,)", ALL_CASES),
+        Promise("ref_rejected_logps: shape (B,).", ALL_CASES),
+        Promise(
+            "beta: > 0, the strength of the implicit KL constraint",
+            ("beta by default (0.1)", "beta = 0.5", "beta = 2"),
+        ),
+        Promise("(losses (B,), chosen_rewards (B,), rejected_rewards (B,)).", ALL_CASES),
     ),
 )
 
@@ -389,6 +482,21 @@ PPO = Exercise(
             _ppo_variant("no_minus"),
         ),
     ),
+    promises=(
+        Promise("PPO's clipped surrogate objective, negated (a loss to minimise)", ALL_CASES),
+        Promise("ratio = exp(logprobs - old_logprobs)", ALL_CASES),
+        Promise("logprobs: shape (...), log pi(a_t | s_t)", ALL_CASES),
+        Promise("old_logprobs: same shape", ALL_CASES),
+        Promise(
+            "advantages: broadcastable to logprobs' shape",
+            (
+                "per-token advantages, clip_eps by default",
+                "one advantage per sequence, clip_eps = 0.1",
+            ),
+        ),
+        Promise("clip_eps: > 0, how far the ratio may move from 1", ALL_CASES),
+        Promise("loss: a scalar.", ALL_CASES),
+    ),
 )
 
 # ------------------------------------------------------------------------ kl_penalty
@@ -456,6 +564,17 @@ KL = Exercise(
             _kl_variant("k3_no_one"),
         ),
     ),
+    promises=(
+        Promise("Per-token estimates of KL(pi || pi_ref)", ALL_CASES),
+        Promise("log_ratio = ref_logprobs - logprobs", ("k3", "k3, one sequence")),
+        Promise('"k1": logprobs - ref_logprobs', ("k1 by default",)),
+        Promise('"k2": 0.5 * (logprobs - ref_logprobs)**2', ("k2",)),
+        Promise('"k3": exp(log_ratio) - log_ratio - 1', ("k3", "k3, one sequence")),
+        Promise("logprobs: shape (...), log pi(token) under the policy.", ALL_CASES),
+        Promise("ref_logprobs: same shape, under the reference model.", ALL_CASES),
+        Promise('kind: "k1", "k2" or "k3".', ("k1 by default", "k2", "k3")),
+        Promise("shape (...), one estimate per token.", ALL_CASES),
+    ),
 )
 
 # ------------------------------------------------------------------------------- gae
@@ -468,7 +587,7 @@ def _gae_variant(kind: str) -> Callable:
             dones = torch.zeros(rewards.shape, dtype=torch.bool)
         adv = torch.zeros_like(rewards)
         last = torch.zeros_like(rewards[..., 0])
-        decay = gamma if kind == "no_lambda" else gamma * lam
+        decay = {"no_lambda": gamma, "lam_only": lam}.get(kind, gamma * lam)
         for t in reversed(range(T)):
             alive = (~dones[..., t]).to(rewards.dtype)
             nxt = values[..., t + 1]
@@ -498,6 +617,13 @@ def _gae_cases(g: torch.Generator) -> list[Case]:
             gamma=0.95,
             lam=0.9,
             dones=dones,
+        ),
+        call_case("lam = 1 (Monte Carlo returns minus V_t)", randn(g, 7), randn(g, 8), 0.9, 1.0),
+        call_case(
+            "the episode ends at the last step (V_T not used)",
+            randn(g, 5),
+            randn(g, 6) + 2.0,
+            dones=torch.tensor([False, False, False, False, True]),
         ),
     ]
 
@@ -541,6 +667,47 @@ GAE = Exercise(
             "V_{t+1}: delta_t = r_t + gamma * (1 - done_t) * V_{t+1} - V_t.",
             _gae_variant("dones_bootstrap"),
         ),
+        Mistake(
+            "lam_only",
+            "your answer matches advantages discounted by lam alone: GAE discounts the TD "
+            "errors by gamma * lam, so lam = 1 gives the Monte Carlo return minus V_t.",
+            _gae_variant("lam_only"),
+        ),
+    ),
+    promises=(
+        Promise("Generalized advantage estimation over a trajectory of T steps.", ALL_CASES),
+        Promise("delta_t = r_t + gamma * (1 - done_t) * V_{t+1} - V_t", ALL_CASES),
+        Promise("``values`` has one more entry than ``rewards``", ALL_CASES),
+        Promise(
+            "0 if the trajectory ended there).",
+            ("the episode ends at the last step (V_T not used)",),
+        ),
+        Promise(
+            "``done_t`` True means an episode ended at step t",
+            ("a batch of 2 with episode ends", "the episode ends at the last step (V_T not used)"),
+        ),
+        Promise(
+            "Computed without a loop over t",
+            why="how the reference computes it: the outputs are those of the formulas above "
+            "(a loop over t gives the same answer; the course's conventions, not the grader, "
+            "ask for tensor operations)",
+        ),
+        Promise("rewards: shape (..., T).", ALL_CASES),
+        Promise("values: shape (..., T + 1).", ALL_CASES),
+        Promise(
+            "gamma: the discount, in [0, 1].",
+            ("T = 6, gamma and lam by default", "gamma = 0.9, lam = 0.5"),
+        ),
+        Promise(
+            "lam: the GAE parameter in [0, 1] (0: one-step TD error;",
+            ("T = 6, gamma and lam by default", "lam = 0 (one-step TD errors)"),
+        ),
+        Promise("1: Monte Carlo return minus V_t).", ("lam = 1 (Monte Carlo returns minus V_t)",)),
+        Promise(
+            "dones: shape (..., T), bool, or None",
+            ("T = 6, gamma and lam by default", "a batch of 2 with episode ends"),
+        ),
+        Promise("(advantages (..., T), returns (..., T)), same dtype as rewards.", ALL_CASES),
     ),
 )
 
@@ -603,6 +770,24 @@ GRPO = Exercise(
             "block rewards[i * group_size : (i + 1) * group_size].",
             _grpo_variant("interleaved"),
         ),
+    ),
+    promises=(
+        Promise("each reward standardised within its group", ALL_CASES),
+        Promise("The rewards come in consecutive groups of ``group_size`` samples", ALL_CASES),
+        Promise("A = (r - mean(group)) / (std(group) + eps)", ALL_CASES),
+        Promise("with the unbiased standard deviation", ALL_CASES),
+        Promise(
+            "A group whose rewards are all equal gets advantages 0",
+            ("3 groups of 4, one with equal rewards",),
+        ),
+        Promise("rewards: shape (..., G * group_size).", ("a batch (2, 6) of groups of 2",)),
+        Promise(
+            "group_size: the number of samples per prompt, >= 2.",
+            why="a precondition on the caller's group_size (the docstring promises no error "
+            "for 1); every case's group_size is exercised by the formula above",
+        ),
+        Promise("eps: added to the standard deviation.", ("4 groups of 5, eps = 0.1",)),
+        Promise("advantages: the shape of rewards.", ALL_CASES),
     ),
 )
 

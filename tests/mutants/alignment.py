@@ -293,4 +293,51 @@ MUTANTS = (
         ),
         "with a stride",
     ),
+    # cases added with the docstring promises (autograder/alignment.py)
+    Mutant(
+        "logps_int_mask",
+        "sequence_logprobs",
+        (("mask = loss_mask.bool()  # (B, L)", "mask = loss_mask  # (B, L)"),),
+        "masked_fill",
+    ),
+    Mutant(
+        "sft_empty_nan",
+        "sft_loss",
+        ((SFT_COUNT, "count = loss_mask.bool().sum()"),),
+        "NaN (0 / 0)",
+    ),
+    Mutant(
+        "dpo_rewards_not_detached",
+        "dpo_loss",
+        (
+            (
+                "chosen_rewards = (beta * chosen_ratio).detach()",
+                "chosen_rewards = beta * chosen_ratio",
+            ),
+            (
+                "rejected_rewards = (beta * rejected_ratio).detach()",
+                "rejected_rewards = beta * rejected_ratio",
+            ),
+        ),
+        "carry a gradient",
+    ),
+    Mutant(
+        "gae_lam_only",
+        "gae",
+        (("base = torch.tensor(gamma * lam,", "base = torch.tensor(lam,"),),
+        "by lam alone",
+    ),
+    Mutant(
+        "gae_bootstrap_after_end",
+        "gae",
+        (
+            (
+                DELTAS,
+                "last_alive = torch.ones_like(notdone[..., -1:])\n"
+                "    alive = torch.cat([notdone[..., :-1], last_alive], dim=-1)\n"
+                "    deltas = rewards + gamma * alive * values[..., 1:] - values[..., :-1]",
+            ),
+        ),
+        "ignoring dones",
+    ),
 )
