@@ -17,13 +17,21 @@ import torch.nn.functional as F
 
 import solutions.attention as ref
 from autograder.core.cases import call_case, module_case, randn
-from autograder.core.spec import Case, ChapterSpec, Exercise, Mistake, Tolerance
+from autograder.core.spec import (
+    ALL_CASES,
+    Case,
+    ChapterSpec,
+    Exercise,
+    Mistake,
+    Promise,
+    Tolerance,
+)
 
 # ------------------------------------------------------ scaled_dot_product_attention
 
 
 def _sdpa_variant(
-    scale: str = "sqrt_d", axis: int = -1, mask_mode: str = "fill", fill: str = "-inf"
+    scale: str = "sqrt_d", axis: int = -1, mask_mode: str = "fill", fill: str = "min"
 ) -> Callable:
     """A wrong attention; ``fill`` is -inf or the dtype's most negative number (both are
     right for masking, but they differ where a whole column or row is masked)."""
@@ -53,6 +61,11 @@ _AXIS_HINT = (
     "your answer matches a softmax over the queries (dim=-2): each query's weights over the "
     "keys must sum to 1, so take the softmax over the last dimension (dim=-1)."
 )
+_MASKED_ROW_HINT = (
+    "your answer has NaN in a query row whose mask allows no key: masking with -inf makes "
+    "that row's softmax 0/0. Fill the masked scores with a very negative finite number "
+    "(torch.finfo(scores.dtype).min): such a row then gets uniform weights, as promised."
+)
 _INVERTED_HINT = (
     "your answer matches an inverted mask: True marks the positions that MAY be attended to, "
     "so fill the scores where the mask is False (scores.masked_fill(~mask, -inf))."
@@ -63,6 +76,10 @@ def _sdpa_cases(g: torch.Generator) -> list[Case]:
     pad = torch.ones(2, 1, 1, 7, dtype=torch.bool)
     pad[0, ..., 5:] = False
     pad[1, ..., 3:] = False
+    blocked = torch.rand(2, 4, 5, generator=g) < 0.6
+    blocked[..., 0] = True  # every row allows a key, but for the two rows below
+    blocked[0, 1] = False
+    blocked[1, 3] = False
     return [
         call_case(
             "no batch, no mask",
@@ -83,6 +100,13 @@ def _sdpa_cases(g: torch.Generator) -> list[Case]:
             randn(g, 2, 2, 7, 8, scale=1.5),
             randn(g, 2, 2, 7, 3),
             mask=pad,
+        ),
+        call_case(
+            "a query row with no allowed key",
+            randn(g, 2, 4, 8, scale=1.5),
+            randn(g, 2, 5, 8, scale=1.5),
+            randn(g, 2, 5, 3),
+            mask=blocked,
         ),
     ]
 
@@ -114,9 +138,9 @@ SDPA = Exercise(
             "the scale uses d, the size of queries and keys, q.shape[-1].",
             _sdpa_variant(scale="sqrt_dv"),
         ),
-        Mistake("softmax_axis", _AXIS_HINT, _sdpa_variant(axis=-2)),
+        Mistake("softmax_axis", _AXIS_HINT, _sdpa_variant(axis=-2, fill="-inf")),
         Mistake("softmax_axis_min", _AXIS_HINT, _sdpa_variant(axis=-2, fill="min")),
-        Mistake("mask_inverted", _INVERTED_HINT, _sdpa_variant(mask_mode="inverted")),
+        Mistake("mask_inverted", _INVERTED_HINT, _sdpa_variant(mask_mode="inverted", fill="-inf")),
         Mistake(
             "mask_inverted_min", _INVERTED_HINT, _sdpa_variant(mask_mode="inverted", fill="min")
         ),
@@ -127,6 +151,45 @@ SDPA = Exercise(
             "the softmax.",
             _sdpa_variant(mask_mode="after_softmax"),
         ),
+        Mistake("masked_row_nan", _MASKED_ROW_HINT, _sdpa_variant(fill="-inf")),
+    ),
+    promises=(
+        Promise("Attention: softmax(q k^T / sqrt(d)) v.", ALL_CASES),
+        Promise("q: queries, shape (..., Lq, d).", ALL_CASES),
+        Promise("k: keys, shape (..., Lk, d).", ALL_CASES),
+        Promise(
+            "v: values, shape (..., Lk, dv).",
+            (
+                "no batch, no mask",
+                "cross-attention with a padding mask",
+                "a query row with no allowed key",
+            ),
+        ),
+        Promise(
+            "mask: optional bool tensor broadcastable to (..., Lq, Lk);",
+            (
+                "no batch, no mask",
+                "batch and heads, causal mask",
+                "cross-attention with a padding mask",
+                "a query row with no allowed key",
+            ),
+        ),
+        Promise(
+            "True where query i may attend to key j",
+            (
+                "batch and heads, causal mask",
+                "cross-attention with a padding mask",
+                "a query row with no allowed key",
+            ),
+        ),
+        Promise(
+            "A query row with no allowed key gets uniform weights instead of NaN.",
+            ("a query row with no allowed key",),
+        ),
+        Promise("out: shape (..., Lq, dv), the weighted average of the values.", ALL_CASES),
+        Promise(
+            "weights: shape (..., Lq, Lk), the attention weights; every row sums to 1.", ALL_CASES
+        ),
     ),
 )
 
@@ -135,7 +198,10 @@ SDPA = Exercise(
 
 def _causal_cases(g: torch.Generator) -> list[Case]:
     del g  # no randomness needed
-    return [call_case(f"seq_len={n}", n) for n in (1, 4, 7)]
+    cases = [call_case(f"seq_len={n}", n) for n in (0, 1, 4, 7)]
+    # meta tensors have a device, a shape and a dtype but no values: the driver
+    # answers those, so an ignored `device` shows on any machine
+    return [*cases, call_case("on the meta device", 3, device="meta")]
 
 
 CAUSAL = Exercise(
@@ -144,26 +210,45 @@ CAUSAL = Exercise(
     summary="the lower-triangular boolean mask of a decoder",
     make_cases=_causal_cases,
     reference=lambda: ref.causal_mask,
+    driver="autograder.public.attention:call_on_device",
     tolerance=Tolerance(0.0, 0.0),
     mistakes=(
         Mistake(
             "off_by_one",
             "your mask matches one without the diagonal: position i must be "
             "allowed to attend to itself, so keep the diagonal (torch.tril with diagonal=0).",
-            lambda n, device=None: torch.ones(n, n, dtype=torch.bool).tril(-1),
+            lambda n, device=None: torch.ones(n, n, dtype=torch.bool, device=device).tril(-1),
         ),
         Mistake(
             "upper",
             "your mask matches the upper triangle: position i may attend to "
             "positions 0..i, which lie on and below the diagonal (torch.tril).",
-            lambda n, device=None: torch.ones(n, n, dtype=torch.bool).triu(),
+            lambda n, device=None: torch.ones(n, n, dtype=torch.bool, device=device).triu(),
         ),
         Mistake(
             "disallowed",
             "your mask marks the positions that must NOT be attended to (the "
             "future). The contract's mask is True where attention is allowed: on and below "
             "the diagonal.",
-            lambda n, device=None: torch.ones(n, n, dtype=torch.bool).triu(1),
+            lambda n, device=None: torch.ones(n, n, dtype=torch.bool, device=device).triu(1),
+        ),
+        Mistake(
+            "device_ignored",
+            "your mask is created on the CPU whatever `device` says (the case asks for "
+            "device='meta'): create it there, torch.ones(L, L, dtype=torch.bool, device=device).",
+            lambda n, device=None: torch.ones(n, n, dtype=torch.bool).tril(),
+        ),
+    ),
+    promises=(
+        Promise("The mask of a decoder: position i may attend to positions 0..i.", ALL_CASES),
+        Promise(
+            "seq_len: L, the sequence length (>= 0).",
+            ("seq_len=0", "seq_len=1", "seq_len=4", "seq_len=7"),
+        ),
+        Promise("device: where to create the mask.", ("on the meta device",)),
+        Promise(
+            "A bool tensor of shape (L, L), True on and below the diagonal.",
+            ("seq_len=0", "seq_len=1", "seq_len=4", "seq_len=7", "on the meta device"),
         ),
     ),
 )
@@ -211,6 +296,8 @@ def _mha_cases(g: torch.Generator) -> list[Case]:
     M = ref.MultiHeadAttention
     pad = torch.ones(2, 1, 1, 5, dtype=torch.bool)
     pad[1, ..., 3:] = False
+    cross = torch.rand(2, 1, 4, 4, generator=g) < 0.5
+    cross[..., 0] = True  # every query may attend to some key
     return [
         module_case("self-attention", M, {"d_model": 16, "n_heads": 4}, g, randn(g, 2, 5, 16)),
         module_case(
@@ -236,6 +323,15 @@ def _mha_cases(g: torch.Generator) -> list[Case]:
             g,
             randn(g, 2, 5, 12),
             mask=pad,
+        ),
+        module_case(
+            "masked cross-attention",
+            M,
+            {"d_model": 16, "n_heads": 4},
+            g,
+            randn(g, 2, 4, 16),
+            context=randn(g, 2, 4, 16),
+            mask=cross,
         ),
     ]
 
@@ -284,6 +380,52 @@ MHA = Exercise(
             _wrong_mha(out_projection=False),
         ),
     ),
+    promises=(
+        Promise(
+            "Multi-head attention, the same function as ``torch.nn.MultiheadAttention``.",
+            ALL_CASES,
+        ),
+        Promise(
+            "q_proj, k_proj, v_proj, out_proj: ``nn.Linear(d_model, d_model, bias=bias)``.",
+            ALL_CASES,
+        ),
+        Promise("n_heads: number of heads H.", ALL_CASES),
+        Promise("d_head: d_model // n_heads, the size of one head.", ALL_CASES),
+        Promise(
+            "d_model: model width; must be divisible by n_heads.",
+            why="a precondition on the caller's arguments (the docstring promises no error)",
+        ),
+        Promise("n_heads: number of heads.", ALL_CASES),
+        Promise(
+            "bias: whether the four projections have a bias.",
+            ("self-attention", "no bias, padding mask"),
+        ),
+        Promise(
+            "Self-attention on x, or cross-attention from x to context.",
+            ("self-attention", "cross-attention", "masked cross-attention"),
+        ),
+        Promise("x: shape (B, L, d_model); the queries come from x.", ALL_CASES),
+        Promise(
+            "context: optional, shape (B, S, d_model); the keys and values come from context",
+            (
+                "self-attention",
+                "causal self-attention",
+                "cross-attention",
+                "masked cross-attention",
+            ),
+        ),
+        Promise(
+            "mask: optional bool tensor broadcastable to (B, n_heads, L, S), True where "
+            "attention is allowed (e.g. ``causal_mask(L)``).",
+            (
+                "self-attention",
+                "causal self-attention",
+                "no bias, padding mask",
+                "masked cross-attention",
+            ),
+        ),
+        Promise("Shape (B, L, d_model).", ALL_CASES),
+    ),
 )
 
 # ------------------------------------------------------ sinusoidal_positional_encoding
@@ -291,8 +433,8 @@ MHA = Exercise(
 
 def _pe_variant(kind: str) -> Callable:
     def encoding(seq_len, d_model, device=None, dtype=torch.float32):
-        pos = torch.arange(seq_len, dtype=torch.float64)[:, None]
-        j = torch.arange(d_model, dtype=torch.float64)
+        pos = torch.arange(seq_len, dtype=torch.float64, device=device)[:, None]
+        j = torch.arange(d_model, dtype=torch.float64, device=device)
         pair = torch.div(j, 2, rounding_mode="floor")
         exponent = {"per_dim": j / 2, "no_two": pair / 2}.get(kind, pair) * 2 / d_model
         angles = pos / 10000.0**exponent  # (L, d): column j uses its own frequency
@@ -307,12 +449,25 @@ def _pe_variant(kind: str) -> Callable:
     return encoding
 
 
+def _pe_cases(g: torch.Generator) -> list[Case]:
+    del g  # no randomness needed
+    cases = [call_case(f"L={n}, d={d}", n, d) for n, d in ((6, 8), (50, 16), (1, 4), (0, 4))]
+    return [
+        *cases,
+        # graded to 1e-9 (check_precision): a table computed in float32 and cast fails
+        call_case("L=50, d=16, dtype=float64", 50, 16, dtype="float64"),
+        call_case("on the meta device", 5, 6, device="meta"),
+    ]
+
+
 PE = Exercise(
     name="sinusoidal_positional_encoding",
     points=1,
     summary="the fixed sin/cos table of the original transformer",
-    make_cases=lambda g: [call_case(f"L={n}, d={d}", n, d) for n, d in ((6, 8), (50, 16), (1, 4))],
+    make_cases=_pe_cases,
     reference=lambda: ref.sinusoidal_positional_encoding,
+    driver="autograder.public.attention:call_on_device",
+    checker="autograder.public.attention:check_precision",
     tolerance=Tolerance(atol=1e-4, rtol=1e-4),
     mistakes=(
         Mistake(
@@ -340,6 +495,40 @@ PE = Exercise(
             "PE[p, 2i] is the sine, PE[p, 2i+1] the cosine.",
             _pe_variant("swapped"),
         ),
+        Mistake(
+            "computed_in_float32",
+            "your float64 table matches one computed in float32 and then cast: with "
+            "dtype=torch.float64 compute the positions and frequencies in float64 too.",
+            lambda n, d, device=None, dtype=torch.float32: ref.sinusoidal_positional_encoding(
+                n, d, device=device
+            ).to(dtype),
+        ),
+        Mistake(
+            "device_ignored",
+            "your table is created on the CPU whatever `device` says (the case asks for "
+            "device='meta'): pass device=device to every torch.arange/torch.zeros you create.",
+            lambda n, d, device=None, dtype=torch.float32: ref.sinusoidal_positional_encoding(
+                n, d, dtype=dtype
+            ),
+        ),
+    ),
+    promises=(
+        Promise("The fixed positional encoding of the original transformer.", ALL_CASES),
+        Promise(
+            "PE[p, 2i] = sin(p / 10000^(2i/d_model)), PE[p, 2i+1] = cos(p / 10000^(2i/d_model)).",
+            ("L=6, d=8", "L=50, d=16", "L=1, d=4", "L=50, d=16, dtype=float64"),
+        ),
+        Promise("seq_len: L, the number of positions (>= 0).", ("L=1, d=4", "L=0, d=4")),
+        Promise(
+            "d_model: model width; must be even and positive.",
+            why="a precondition on the caller's arguments (the docstring promises no error)",
+        ),
+        Promise("device: where to create the table.", ("on the meta device",)),
+        Promise(
+            "dtype: the float dtype of the result (computed in float32, or float64).",
+            ("L=6, d=8", "L=50, d=16, dtype=float64", "on the meta device"),
+        ),
+        Promise("Shape (L, d_model).", ALL_CASES),
     ),
 )
 
@@ -352,8 +541,12 @@ def _rope_variant(kind: str) -> Callable:
         if positions is None or kind == "positions_ignored":
             positions = torch.arange(L)
         i = torch.arange(d // 2, dtype=torch.float64)
+        if kind == "rounded":
+            positions = positions.round()
         inv = base ** ((-i if kind == "no_two" else -2 * i) / d)
         ang = positions.double()[..., None] * inv  # (..., L, d/2)
+        if kind == "float32":
+            ang = ang.float().double()
         if kind == "reversed":
             ang = -ang
         cos, sin = ang.cos(), ang.sin()
@@ -373,6 +566,22 @@ def _rope_cases(g: torch.Generator) -> list[Case]:
         call_case("heads, default positions", randn(g, 2, 3, 6, 8)),
         call_case("explicit positions", randn(g, 5, 4), torch.tensor([3, 0, 7, 7, 10])),
         call_case("base 500", randn(g, 1, 2, 4, 16), base=500.0),
+        call_case(
+            "float positions",
+            randn(g, 2, 6, 8),
+            torch.tensor([0.0, 0.5, 1.25, 3.0, 7.5, 2.75]),
+        ),
+        call_case(
+            "positions per sequence (B, 1, L)",
+            randn(g, 2, 3, 5, 8),
+            torch.randint(0, 50, (2, 1, 5), generator=g),
+        ),
+        # graded to 1e-9 (check_precision): angles computed in float32 are off by ~1e-5
+        call_case(
+            "float64 input, positions up to 1000",
+            randn(g, 3, 4, 16).double(),
+            1000.0 * torch.rand(4, generator=g, dtype=torch.float64),
+        ),
     ]
 
 
@@ -382,6 +591,8 @@ ROPE = Exercise(
     summary="rotary position embeddings, rotate-half pairing",
     make_cases=_rope_cases,
     reference=lambda: ref.apply_rope,
+    checker="autograder.public.attention:check_precision",
+    dtypes=("float64",),
     tolerance=Tolerance(atol=1e-5, rtol=1e-4),
     mistakes=(
         Mistake(
@@ -408,6 +619,50 @@ ROPE = Exercise(
             "is given: use the positions passed in.",
             _rope_variant("positions_ignored"),
         ),
+        Mistake(
+            "positions_rounded",
+            "your answer matches positions rounded to integers: positions may be floats "
+            "(0.5, 1.25...); convert them to the float dtype without rounding.",
+            _rope_variant("rounded"),
+        ),
+        Mistake(
+            "angles_float32",
+            "your float64 answer matches angles computed in float32: for a float64 x, "
+            "compute the frequencies and angles in float64.",
+            _rope_variant("float32"),
+        ),
+    ),
+    promises=(
+        Promise(
+            "Rotary position embedding (RoPE), rotate-half convention (Llama, GPT-NeoX).",
+            ALL_CASES,
+        ),
+        Promise(
+            "Dimension i is paired with dimension i + d/2 and the pair is rotated by the angle "
+            "positions[p] * base^(-2i/d), i in [0, d/2): out = x * cos + rotate_half(x) * sin, "
+            "with rotate_half(x) = cat(-x2, x1).",
+            ALL_CASES,
+        ),
+        Promise(
+            "x: shape (..., L, d), d even (queries or keys, e.g. (B, H, L, d)).",
+            ALL_CASES,
+        ),
+        Promise(
+            "positions: optional, shape (L,) or broadcastable with x's leading dimensions as "
+            "(..., L) (e.g. (B, 1, L) for x of shape (B, H, L, d));",
+            ("explicit positions", "positions per sequence (B, 1, L)", "heads, default positions"),
+        ),
+        Promise(
+            "integer or float.",
+            ("explicit positions", "float positions", "float64 input, positions up to 1000"),
+        ),
+        Promise("Defaults to 0..L-1.", ("heads, default positions", "base 500")),
+        Promise("base: the base of the frequencies.", ("base 500", "heads, default positions")),
+        Promise(
+            "Shape (..., L, d), same dtype as x (angles computed in float32, or float64 for "
+            "float64 input).",
+            ("heads, default positions", "float64 input, positions up to 1000"),
+        ),
     ),
 )
 
@@ -419,9 +674,10 @@ def _ln_variant(kind: str) -> Callable:
         dim = 0 if kind == "wrong_dim" else -1
         mean = x.mean(dim, keepdim=True)
         var = x.var(dim, keepdim=True, unbiased=kind == "unbiased")
+        shift = 0.0 if bias is None else bias
         if kind == "eps_outside":
-            return (x - mean) / (var.sqrt() + eps) * weight + bias
-        return (x - mean) / torch.sqrt(var + eps) * weight + bias
+            return (x - mean) / (var.sqrt() + eps) * weight + shift
+        return (x - mean) / torch.sqrt(var + eps) * weight + shift
 
     return norm
 
@@ -439,6 +695,9 @@ def _norm_cases(g: torch.Generator, with_bias: bool) -> list[Case]:
         if with_bias:
             args.append(randn(g, d, scale=0.5))
         cases.append(call_case(label, *args, **({"eps": eps} if eps else {})))
+    if with_bias:  # the shift is optional: None means no shift
+        x = randn(g, 3, 7, scale=2.0) + 1.0
+        cases.append(call_case("no shift (bias=None)", x, 1.0 + 0.5 * randn(g, 7), None))
     return cases
 
 
@@ -469,6 +728,21 @@ LN = Exercise(
             _ln_variant("wrong_dim"),
         ),
     ),
+    promises=(
+        Promise("Layer normalisation over the last dimension (as ``F.layer_norm``).", ALL_CASES),
+        Promise(
+            "y = (x - mean) / sqrt(var + eps) * weight + bias, with the biased variance.",
+            ALL_CASES,
+        ),
+        Promise("x: shape (..., d).", ALL_CASES),
+        Promise("weight: shape (d,), the gain.", ALL_CASES),
+        Promise(
+            "bias: shape (d,), the shift, or None for no shift.",
+            ("rows of 5", "batch, eps=0.1", "tiny values, the default eps", "no shift (bias=None)"),
+        ),
+        Promise("eps: added to the variance.", ("batch, eps=0.1", "tiny values, the default eps")),
+        Promise("Shape (..., d).", ALL_CASES),
+    ),
 )
 
 
@@ -491,7 +765,8 @@ RMS = Exercise(
     points=1,
     summary="divide by the root mean square, then scale",
     make_cases=lambda g: [
-        {**c, "kwargs": {"eps": 0.5}} if c["kwargs"] else c for c in _norm_cases(g, False)
+        {**c, "label": "batch, eps=0.5", "kwargs": {"eps": 0.5}} if c["kwargs"] else c
+        for c in _norm_cases(g, False)
     ],
     reference=lambda: ref.rms_norm,
     tolerance=Tolerance(atol=1e-5, rtol=1e-4),
@@ -513,6 +788,19 @@ RMS = Exercise(
             "your answer matches dividing by the mean square itself: divide by its square root.",
             _rms_variant("no_sqrt"),
         ),
+    ),
+    promises=(
+        Promise(
+            "RMS normalisation over the last dimension (Llama): x / sqrt(mean(x^2) + eps) * "
+            "weight.",
+            ALL_CASES,
+        ),
+        Promise("x: shape (..., d).", ALL_CASES),
+        Promise("weight: shape (d,), the gain.", ALL_CASES),
+        Promise(
+            "eps: added to the mean square.", ("batch, eps=0.5", "tiny values, the default eps")
+        ),
+        Promise("Shape (..., d).", ALL_CASES),
     ),
 )
 
@@ -551,6 +839,13 @@ GELU = Exercise(
             "your answer matches sqrt(2π) in place of sqrt(2/π) inside the tanh.",
             lambda x: 0.5 * x * (1 + torch.tanh(math.sqrt(2 * math.pi) * (x + 0.044715 * x**3))),
         ),
+    ),
+    promises=(
+        Promise(
+            "GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).", ALL_CASES
+        ),
+        Promise("x: any shape.", ALL_CASES),
+        Promise("Same shape as x.", ALL_CASES),
     ),
 )
 
@@ -611,6 +906,20 @@ FF = Exercise(
             _wrong_ff(lambda h: h),
         ),
     ),
+    promises=(
+        Promise("The position-wise MLP of a transformer: fc2(act(fc1(x))).", ALL_CASES),
+        Promise("fc1: ``nn.Linear(d_model, d_ff)``.", ALL_CASES),
+        Promise("fc2: ``nn.Linear(d_ff, d_model)``.", ALL_CASES),
+        Promise(
+            'activation: "gelu" (this module\'s tanh-approximate ``gelu``) or "relu".',
+            ("gelu", "relu"),
+        ),
+        Promise("d_model: model width.", ALL_CASES),
+        Promise("d_ff: hidden width (usually 4 * d_model).", ALL_CASES),
+        Promise('activation: "gelu" or "relu".', ("gelu", "relu")),
+        Promise("x of shape (..., d_model).", ALL_CASES),
+        Promise("Returns: shape (..., d_model).", ALL_CASES),
+    ),
 )
 
 # ----------------------------------------------------------------- TransformerBlock
@@ -659,6 +968,13 @@ BLOCK = Exercise(
             g,
             randn(g, 2, 5, 16),
         ),
+        module_case(
+            "causal by default (argument omitted)",
+            ref.TransformerBlock,
+            {"d_model": 8, "n_heads": 2, "d_ff": 16},
+            g,
+            randn(g, 1, 4, 8),
+        ),
     ],
     reference=lambda: ref.TransformerBlock,
     driver="module",
@@ -693,6 +1009,33 @@ BLOCK = Exercise(
             "your answer matches using ln1 before the feed-forward too: it has its own norm, ln2.",
             _wrong_block(shared_norm=True),
         ),
+    ),
+    promises=(
+        Promise("A pre-norm transformer block (GPT-2 style).", ALL_CASES),
+        Promise(
+            "x = x + attn(ln1(x), mask=causal_mask(L) if causal else None) x = x + ff(ln2(x))",
+            ALL_CASES,
+        ),
+        Promise("ln1: ``nn.LayerNorm(d_model)``, before attention.", ALL_CASES),
+        Promise("attn: ``MultiHeadAttention(d_model, n_heads)``.", ALL_CASES),
+        Promise("ln2: ``nn.LayerNorm(d_model)``, before the MLP.", ALL_CASES),
+        Promise("ff: ``FeedForward(d_model, d_ff)`` (GELU).", ALL_CASES),
+        Promise(
+            "causal: whether position t only sees positions 0..t.",
+            ("causal", "not causal", "causal by default (argument omitted)"),
+        ),
+        Promise(
+            "d_model: model width; must be divisible by n_heads.",
+            why="a precondition on the caller's arguments (the docstring promises no error)",
+        ),
+        Promise("n_heads: number of attention heads.", ALL_CASES),
+        Promise("d_ff: hidden width of the MLP.", ALL_CASES),
+        Promise(
+            "causal: use a causal mask in the attention.",
+            ("causal", "not causal", "causal by default (argument omitted)"),
+        ),
+        Promise("x of shape (B, L, d_model).", ALL_CASES),
+        Promise("Returns: shape (B, L, d_model).", ALL_CASES),
     ),
 )
 

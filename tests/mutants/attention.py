@@ -46,6 +46,17 @@ MUTANTS = (
         ),
         "after the softmax",
     ),
+    Mutant(
+        "sdpa_masked_row_nan",
+        "scaled_dot_product_attention",
+        (
+            (
+                "scores.masked_fill(~mask, torch.finfo(scores.dtype).min)",
+                'scores.masked_fill(~mask, float("-inf"))',
+            ),
+        ),
+        "uniform weights",
+    ),
     # causal_mask
     Mutant(
         "causal_no_diagonal",
@@ -64,6 +75,30 @@ MUTANTS = (
         "causal_mask",
         (("return torch.tril(ones)", "return torch.triu(ones, diagonal=1)"),),
         "must NOT be attended",
+    ),
+    Mutant(
+        "causal_rejects_empty",
+        "causal_mask",
+        (
+            (
+                "    ones = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device)",
+                "    if seq_len == 0:\n"
+                '        raise ValueError("seq_len must be positive")\n'
+                "    ones = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device)",
+            ),
+        ),
+        "seq_len=0",
+    ),
+    Mutant(
+        "causal_device_ignored",
+        "causal_mask",
+        (
+            (
+                "ones = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device)",
+                "ones = torch.ones(seq_len, seq_len, dtype=torch.bool)",
+            ),
+        ),
+        "device='meta'",
     ),
     # MultiHeadAttention
     Mutant(
@@ -112,6 +147,17 @@ MUTANTS = (
         (("return self.out_proj(out)  # (B, L, d_model)", "return out"),),
         "out_proj",
     ),
+    Mutant(
+        "mha_mask_ignored_in_cross_attention",
+        "MultiHeadAttention",
+        (
+            (
+                "out, _ = scaled_dot_product_attention(q, k, v, mask)",
+                "out, _ = scaled_dot_product_attention(q, k, v, mask if context is x else None)",
+            ),
+        ),
+        "masked cross-attention",
+    ),
     # sinusoidal_positional_encoding
     Mutant(
         "pe_sin_then_cos_halves",
@@ -145,6 +191,55 @@ MUTANTS = (
             ),
         ),
         "exponent i/d",
+    ),
+    Mutant(
+        "pe_rejects_empty",
+        "sinusoidal_positional_encoding",
+        (
+            (
+                "    if seq_len < 0:\n"
+                '        raise ValueError(f"seq_len must be >= 0, got {seq_len}")\n'
+                "    if d_model <= 0",
+                "    if seq_len < 1:\n"
+                '        raise ValueError(f"seq_len must be >= 0, got {seq_len}")\n'
+                "    if d_model <= 0",
+            ),
+        ),
+        "L=0",
+    ),
+    Mutant(
+        "pe_computed_in_float32",
+        "sinusoidal_positional_encoding",
+        (
+            (
+                "work = torch.float64 if dtype == torch.float64 else torch.float32",
+                "work = torch.float32",
+            ),
+        ),
+        "computed in float32",
+    ),
+    Mutant(
+        "pe_dtype_ignored",
+        "sinusoidal_positional_encoding",
+        (
+            (
+                "work = torch.float64 if dtype == torch.float64 else torch.float32",
+                "work = dtype = torch.float32",
+            ),
+        ),
+        "dtype=float64",
+    ),
+    Mutant(
+        "pe_device_ignored",
+        "sinusoidal_positional_encoding",
+        (
+            (
+                "    work = torch.float64 if dtype == torch.float64 else torch.float32",
+                "    device = None\n"
+                "    work = torch.float64 if dtype == torch.float64 else torch.float32",
+            ),
+        ),
+        "device='meta'",
     ),
     # apply_rope
     Mutant(
@@ -190,6 +285,39 @@ MUTANTS = (
         ),
         "positions passed in",
     ),
+    Mutant(
+        "rope_float_positions_rounded",
+        "apply_rope",
+        (
+            (
+                "angles = positions.to(device=x.device, dtype=work)[..., None] * inv_freq",
+                "angles = positions.round().to(device=x.device, dtype=work)[..., None] * inv_freq",
+            ),
+        ),
+        "rounded to integers",
+    ),
+    Mutant(
+        "rope_positions_assumed_1d",
+        "apply_rope",
+        (
+            (
+                "angles = positions.to(device=x.device, dtype=work)[..., None] * inv_freq",
+                "angles = positions.to(device=x.device, dtype=work)[:, None] * inv_freq",
+            ),
+        ),
+        "positions per sequence",
+    ),
+    Mutant(
+        "rope_angles_in_float32",
+        "apply_rope",
+        (
+            (
+                "work = torch.float64 if x.dtype == torch.float64 else torch.float32",
+                "work = torch.float32",
+            ),
+        ),
+        "angles computed in float32",
+    ),
     # layer_norm
     Mutant(
         "ln_unbiased_variance",
@@ -224,6 +352,12 @@ MUTANTS = (
             ),
         ),
         "LAST dimension",
+    ),
+    Mutant(
+        "ln_bias_none_unsupported",
+        "layer_norm",
+        (("return y if bias is None else y + bias", "return y + bias"),),
+        "bias=None",
     ),
     # rms_norm
     Mutant(
@@ -326,5 +460,16 @@ MUTANTS = (
         "TransformerBlock",
         (("x = x + self.ff(self.ln2(x))", "x = x + self.ff(self.ln1(x))"),),
         "ln2",
+    ),
+    Mutant(
+        "block_default_not_causal",
+        "TransformerBlock",
+        (
+            (
+                "d_ff: int, causal: bool = True) -> None:",
+                "d_ff: int, causal: bool = False) -> None:",
+            ),
+        ),
+        "causal by default",
     ),
 )
