@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 import solutions.peft as ref
 from autograder.core.cases import call_case, randn
-from autograder.core.spec import Case, ChapterSpec, Exercise, Mistake, Tolerance
+from autograder.core.spec import ALL_CASES, Case, ChapterSpec, Exercise, Mistake, Promise, Tolerance
 
 PUBLIC = "autograder.public.peft"
 MIDPOINTS = (ref.NF4_LEVELS[1:] + ref.NF4_LEVELS[:-1]) / 2  # (15,)
@@ -59,12 +59,19 @@ def _lora_cases(g: torch.Generator) -> list[Case]:
             (2, 2),
             {"r": 1, "alpha": 3.0, "dropout": 0.25},
         ),  # fmt: skip
+        {**_lora_case(g, LORA_DEFAULTS, 64, 16, True, (3,), {}), "check_init": True},
     ]
+
+
+# r and alpha omitted (8 and 16.0); lora_A is 8 x 64 = 512 draws, enough to tell its
+# distribution (see the power statement below).
+LORA_DEFAULTS = "64 -> 16 with bias, r and alpha by default: lora_A Kaiming-uniform"
 
 
 class _WrongLoRA(ref.LoRALinear):
     scale = "alpha/r"  # "alpha/r", "alpha", "r/alpha"
     init_b = "zeros"  # "zeros", "random", "swap" (A zeros, B random)
+    init_a = "kaiming"  # "kaiming", "normal" (std 0.02)
     freeze = True
     merge_scaled = True
     drop = "lora"  # "lora", "both" (also the base path), "none"
@@ -78,6 +85,8 @@ class _WrongLoRA(ref.LoRALinear):
             if self.init_b == "swap":
                 nn.init.kaiming_uniform_(self.lora_B, a=math.sqrt(5))
                 self.lora_A.zero_()
+            if self.init_a == "normal":
+                nn.init.normal_(self.lora_A, std=0.02)
         if not self.freeze:
             for p in self.base.parameters():
                 p.requires_grad_(True)
@@ -116,6 +125,8 @@ LORA = Exercise(
         "merged weight",
         "merged output",
         "training mode (dropout) changes the LoRA path",
+        "attributes",
+        "fresh lora_A is Kaiming-uniform like nn.Linear",
     ),
     tolerance=Tolerance(atol=1e-5, rtol=1e-4),
     mistakes=(
@@ -168,7 +179,62 @@ LORA = Exercise(
             "adds, W + scaling · B A.",
             _wrong_lora(merge_scaled=False),
         ),
+        Mistake(
+            "a_normal",
+            "your fresh lora_A is not drawn as nn.Linear draws its weight: initialise it with "
+            "nn.init.kaiming_uniform_(lora_A, a=math.sqrt(5)), uniform on "
+            "[-1/sqrt(in_features), 1/sqrt(in_features)] (a normal with std 0.02 is the other "
+            "common choice, but this layer promises Kaiming-uniform).",
+            _wrong_lora(init_a="normal"),
+        ),
     ),
+    promises=(
+        Promise("A frozen linear layer plus a trainable low-rank update", ALL_CASES),
+        Promise("its weight and bias frozen (requires_grad False)", ALL_CASES),
+        Promise("lora_A: Parameter (r, in_features), random (Kaiming-uniform", (LORA_DEFAULTS,)),
+        Promise(
+            "lora_B: Parameter (out_features, r), zeros: the layer starts as ``base``.", ALL_CASES
+        ),
+        Promise(
+            "applied to the input of the LoRA path only",
+            ("5 -> 7, r=1, alpha=3.0, dropout=0.25 (off in eval mode)",),
+        ),
+        Promise("in_features, out_features: those of base", ALL_CASES),
+        Promise("r, alpha, scaling: as given, scaling = alpha / r.", ALL_CASES),
+        Promise("base: the pretrained layer (in_features -> out_features).", ALL_CASES),
+        Promise(
+            "r: rank of the update, >= 1.",
+            ("5 -> 7, r=1, alpha=3.0, dropout=0.25 (off in eval mode)", LORA_DEFAULTS),
+        ),
+        Promise(
+            "alpha: the update is multiplied by alpha / r.",
+            (
+                "6 -> 5 with bias, r=2, alpha=4.0",
+                "8 -> 3 without bias, r=4, alpha=16.0",
+                LORA_DEFAULTS,
+            ),
+        ),
+        Promise(
+            "dropout: dropout probability on the LoRA path, in [0, 1).",
+            (
+                "5 -> 7, r=1, alpha=3.0, dropout=0.25 (off in eval mode)",
+                "6 -> 5 with bias, r=2, alpha=4.0",
+            ),
+        ),
+        Promise("x (..., in_features) -> (..., out_features).", ALL_CASES),
+        Promise(
+            "A new ``nn.Linear`` with weight W + scaling · B A (same bias)",
+            ALL_CASES,
+        ),
+    ),
+    power="lora_A's initialisation is checked on 512 draws (r = 8, in_features = 64) against "
+    "U[-b, b], b = 1/sqrt(64): every |value| <= b and the sample std within 20% of b/sqrt(3). "
+    "Honest answer: the std's relative standard error is sqrt(0.8/512)/2 = 0.020, so the 20% "
+    "band is 10 standard errors, P(false alarm) < 1e-20. Wrong answers: a normal with std "
+    "0.02 (0.28 times the target's std 0.072), nn.init.kaiming_uniform_ with its default a = 0 "
+    "(bound sqrt(6/64), P(all 512 within b) = (1/sqrt 6)^512), a normal with std b, "
+    "xavier_uniform, lora_A at zeros: each fails with probability > 1 - 1e-20 (simulated "
+    "once, 10000 seeded draws per answer: 0 honest ones flagged, every wrong one).",
 )
 
 # ------------------------------------------------------------------------- apply_lora
@@ -222,7 +288,11 @@ def _apply_cases(g: torch.Generator) -> list[Case]:
         _apply_case(g, 'GPT-2 names, targets "attn.c_proj" and "c_fc", r=3, alpha=3.0', CROSS,
                     ["attn.c_proj", "c_fc"], r=3, alpha=3.0),
         _apply_case(g, "a transformer, target fc1, default r and alpha", TRANSFORMER, ["fc1"]),
+        _apply_case(g, APPLY_WHOLE_NAME, CROSS, ["head", "mlp.c_proj"], r=2, alpha=2.0),
     ]  # fmt: skip
+
+
+APPLY_WHOLE_NAME = 'GPT-2 names, targets "head" (a whole name) and "mlp.c_proj", r=2, alpha=2.0'
 
 
 def _apply_variant(match: str = "dot", freeze: str = "others", pass_rank: bool = True) -> Callable:
@@ -230,6 +300,8 @@ def _apply_variant(match: str = "dot", freeze: str = "others", pass_rank: bool =
         def hit(name):
             if match == "plain":
                 return any(name.endswith(t) for t in target_modules)
+            if match == "dot_only":
+                return any(name.endswith("." + t) for t in target_modules)
             return any(name == t or name.endswith("." + t) for t in target_modules)
 
         names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and hit(n)]
@@ -260,7 +332,12 @@ APPLY = Exercise(
     make_cases=_apply_cases,
     reference=lambda: ref.apply_lora,
     driver=f"{PUBLIC}:lora_model",
-    output_names=("wrapped layers", "trainable parameters", "outputs of the linear layers"),
+    output_names=(
+        "wrapped layers",
+        "trainable parameters",
+        "outputs of the linear layers",
+        "returns the model it was given",
+    ),
     tolerance=Tolerance(atol=1e-5, rtol=1e-4),
     depends_on=("LoRALinear",),
     mistakes=(
@@ -289,13 +366,43 @@ APPLY = Exercise(
             "LoRALinear.",
             _apply_variant(pass_rank=False),
         ),
+        Mistake(
+            "dot_only",
+            'your answer does not wrap a layer whose whole name equals a target ("head"): a '
+            'layer is targeted when name == target or name.endswith("." + target).',
+            _apply_variant(match="dot_only"),
+        ),
+    ),
+    promises=(
+        Promise("Wrap the targeted ``nn.Linear`` layers of ``model`` in ``LoRALinear``", ALL_CASES),
+        Promise(
+            "ends with one of ``target_modules`` at a dot boundary",
+            (
+                "a transformer, targets q_proj and v_proj, r=2, alpha=8.0",
+                'GPT-2 names, targets "attn.c_proj" and "c_fc", r=3, alpha=3.0',
+                APPLY_WHOLE_NAME,
+            ),
+        ),
+        Promise("Every parameter of the model is frozen, then only the new", ALL_CASES),
+        Promise("The model is changed in place and returned.", ALL_CASES),
+        Promise("model: any module.", ALL_CASES),
+        Promise("target_modules: non-empty list of name suffixes.", ALL_CASES),
+        Promise(
+            "r, alpha: passed to every ``LoRALinear``.",
+            (
+                "a transformer, targets q_proj and v_proj, r=2, alpha=8.0",
+                "a transformer, target fc1, default r and alpha",
+            ),
+        ),
+        Promise("model.", ALL_CASES),
     ),
 )
 
 # -------------------------------------------------------------------- count_parameters
 
+COUNT_TIED = "tied embedding and output layer, a buffer, two frozen tensors"
 COUNT_LAYOUTS = {
-    "tied embedding and output layer, a buffer, two frozen tensors": [
+    COUNT_TIED: [
         *TRANSFORMER,
         ["buffer", "mask", 64],
         ["freeze", "tok_emb.weight"],
@@ -363,6 +470,14 @@ COUNT = Exercise(
             _count_variant("tensors"),
         ),
     ),
+    promises=(
+        Promise("The number of scalars in the parameters of ``model``", ALL_CASES),
+        Promise("(a shared tensor counts once)", (COUNT_TIED,)),
+        Promise("Buffers are not parameters and are not counted.", ALL_CASES),
+        Promise(
+            "With ``trainable_only`` only the parameters with ``requires_grad`` count.", ALL_CASES
+        ),
+    ),
 )
 
 # ---------------------------------------------------------------------------- Adapter
@@ -386,18 +501,27 @@ def _adapter_cases(g: torch.Generator) -> list[Case]:
     return [
         _adapter_case(g, "d_model 8, bottleneck 3, x (2, 5, 8)", 8, 3, (2, 5)),
         _adapter_case(g, "d_model 6, bottleneck 6, x (4, 6)", 6, 6, (4,)),
+        {**_adapter_case(g, ADAPTER_INIT, 64, 8, (3,)), "check_init": True},
     ]
+
+
+# down is 8 x 64 = 512 draws, enough to tell its distribution (see the power statement).
+ADAPTER_INIT = "d_model 64, bottleneck 8: down has nn.Linear's default initialisation"
 
 
 class _WrongAdapter(ref.Adapter):
     residual = True
     act = "gelu"  # "gelu", "relu", "tanh_gelu"
     zero_up = True
+    zero_down = False
 
     def __init__(self, d_model, bottleneck):
         super().__init__(d_model, bottleneck)
         if not self.zero_up:
             self.up = nn.Linear(bottleneck, d_model)
+        if self.zero_down:
+            nn.init.zeros_(self.down.weight)
+            nn.init.zeros_(self.down.bias)
 
     def forward(self, x):
         h = self.down(x)
@@ -420,7 +544,11 @@ ADAPTER = Exercise(
     make_cases=_adapter_cases,
     reference=lambda: ref.Adapter,
     driver=f"{PUBLIC}:adapter_forward",
-    output_names=("fresh adapter returns its input", "output"),
+    output_names=(
+        "fresh adapter returns its input",
+        "output",
+        "fresh down layer has nn.Linear's default initialisation",
+    ),
     tolerance=Tolerance(atol=1e-5, rtol=1e-4),
     mistakes=(
         Mistake(
@@ -446,7 +574,34 @@ ADAPTER = Exercise(
             "the adapter starts as the identity (the pretrained model is unchanged at step 0).",
             _wrong_adapter(zero_up=False),
         ),
+        Mistake(
+            "down_zeros",
+            "your fresh down layer is at zeros: only up starts at zeros; down keeps nn.Linear's "
+            "default initialisation (with both at zeros, up's weight gets no gradient: "
+            "gelu(down(x)) = 0).",
+            _wrong_adapter(zero_down=True),
+        ),
     ),
+    promises=(
+        Promise("A residual bottleneck adapter: x + up(gelu(down(x)))", ALL_CASES),
+        Promise("the identity at initialisation", ALL_CASES),
+        Promise(
+            "down: ``nn.Linear(d_model, bottleneck)``, default initialisation.", (ADAPTER_INIT,)
+        ),
+        Promise("up: ``nn.Linear(bottleneck, d_model)``, weight and bias zeros.", ALL_CASES),
+        Promise("The activation is the exact GELU", ALL_CASES),
+        Promise("d_model: width of the input and the output.", ALL_CASES),
+        Promise(
+            "bottleneck: hidden width, >= 1",
+            ("d_model 8, bottleneck 3, x (2, 5, 8)", "d_model 6, bottleneck 6, x (4, 6)"),
+        ),
+        Promise("x (..., d_model) -> (..., d_model).", ALL_CASES),
+    ),
+    power="down's initialisation is checked on 512 draws (bottleneck 8, d_model 64) against "
+    "nn.Linear's U[-b, b], b = 1/sqrt(64): every |value| <= b and the sample std within 20% of "
+    "b/sqrt(3), 10 standard errors: P(false alarm) < 1e-20; down at zeros, a normal with std "
+    "0.02 or nn.init.kaiming_uniform_ with a = 0 fail with probability > 1 - 1e-20 "
+    "(simulated once, 10000 seeded draws per answer: 0 honest ones flagged, every wrong one).",
 )
 
 # ------------------------------------------------------------------------- SoftPrompt
@@ -462,9 +617,20 @@ def _prompt_case(g: torch.Generator, label: str, n: int, d: int, B: int, L: int)
     }
 
 
+# 32 x 64 = 2048 draws, enough to tell N(0, 0.02^2) (see the power statement).
+PROMPT_INIT = "32 virtual tokens, d_model 64: prompt ~ N(0, 0.02^2) at first"
+
+
 class _WrongPrompt(ref.SoftPrompt):
     where = "before"  # "before", "after"
     detach = False
+    init_std = 0.02
+
+    def __init__(self, n_tokens, d_model):
+        super().__init__(n_tokens, d_model)
+        if self.init_std != 0.02:
+            with torch.no_grad():
+                self.prompt.normal_(0.0, self.init_std)
 
     def forward(self, embeds):
         prompt = (self.prompt.detach() if self.detach else self.prompt).expand(
@@ -485,10 +651,11 @@ PROMPT = Exercise(
     make_cases=lambda g: [
         _prompt_case(g, "3 virtual tokens, embeds (2, 5, 4)", 3, 4, 2, 5),
         _prompt_case(g, "1 virtual token, embeds (3, 2, 6)", 1, 6, 3, 2),
+        {**_prompt_case(g, PROMPT_INIT, 32, 64, 2, 3), "check_init": True},
     ],
     reference=lambda: ref.SoftPrompt,
     driver=f"{PUBLIC}:soft_prompt_forward",
-    output_names=("output", "gradient wrt prompt"),
+    output_names=("output", "gradient wrt prompt", "fresh prompt ~ N(0, 0.02^2)"),
     tolerance=Tolerance(atol=1e-6, rtol=1e-5),
     mistakes=(
         Mistake(
@@ -504,7 +671,31 @@ PROMPT = Exercise(
             ".data.",
             _wrong_prompt(detach=True),
         ),
+        Mistake(
+            "randn",
+            "your fresh prompt is not drawn from a normal with std 0.02: initialise it as "
+            "0.02 * torch.randn(n_tokens, d_model) (std 1 is far larger than the embeddings').",
+            _wrong_prompt(init_std=1.0),
+        ),
     ),
+    promises=(
+        Promise("trained vectors put before the input embeddings", ALL_CASES),
+        Promise("normal with std 0.02 at initialisation", (PROMPT_INIT,)),
+        Promise("prompt: Parameter (n_tokens, d_model)", ALL_CASES),
+        Promise(
+            "n_tokens: number of virtual tokens, >= 1.",
+            ("3 virtual tokens, embeds (2, 5, 4)", "1 virtual token, embeds (3, 2, 6)"),
+        ),
+        Promise("d_model: embedding width.", ALL_CASES),
+        Promise("the prompt first", ALL_CASES),
+    ),
+    power="the fresh prompt is checked on 2048 draws against N(0, 0.02^2): sample std within "
+    "20% of 0.02 (14 standard errors of 1/sqrt(2n) = 0.016), |mean| <= 5 standard errors, "
+    "kurtosis > 2.4 (a normal's is 3, its standard error sqrt(24/n) = 0.108: 5.5 of them). "
+    "Honest answer: P(false alarm) about 6e-7, from the mean bound (5 standard errors, "
+    "two-sided) and the kurtosis bound (2e-8). Wrong answers: std 1 (torch.randn without "
+    "0.02), zeros, uniform on [-0.02, 0.02] (std 0.0115) fail with probability > 1 - 1e-20 "
+    "(simulated once, 10000 seeded draws per answer: 0 honest ones flagged, every wrong one).",
 )
 
 # ------------------------------------------------------------------------ quantize_nf4
@@ -606,14 +797,39 @@ QUANTIZE = Exercise(
             _quantize_variant("floor"),
         ),
     ),
+    promises=(
+        Promise("4-bit NormalFloat quantization with one absmax scale per block.", ALL_CASES),
+        Promise(
+            "``w`` is flattened (row-major) and cut into blocks",
+            ("w (4, 24), block_size 32: blocks run across rows",),
+        ),
+        Promise("the index of the nearest of the 16 ``NF4_LEVELS``", ALL_CASES),
+        Promise(
+            "A block of zeros has absmax 0 and codes 7 (the level 0.0).",
+            ("w (2, 64), the first block all zeros",),
+        ),
+        Promise("One code per byte here", ALL_CASES),
+        Promise("w: any shape, numel a multiple of block_size, floating point.", ALL_CASES),
+        Promise(
+            "block_size: values per block, >= 1.",
+            ("w (8, 16), block_size 64", "w (4, 24), block_size 32: blocks run across rows"),
+        ),
+        Promise("codes: (numel,) uint8 in [0, 15].", ALL_CASES),
+        Promise("absmax: (numel // block_size,) in w's dtype.", ALL_CASES),
+    ),
 )
 
 # ---------------------------------------------------------------------- dequantize_nf4
 
 
+DEQUANTIZE_INT64 = "(5, 16), block_size 16, int64 codes"
+
+
 def _dequantize_case(g: torch.Generator, label: str, shape, block_size: int) -> Case:
     n = math.prod(shape)
-    codes = torch.randint(16, (n,), generator=g).to(torch.uint8)
+    codes = torch.randint(16, (n,), generator=g)  # int64
+    if "int64" not in label:
+        codes = codes.to(torch.uint8)
     absmax = torch.rand(n // block_size, generator=g) * 2 + 0.1
     if block_size == 64 and "default" in label:  # block_size omitted: the documented 64
         return call_case(label, codes, absmax, shape)
@@ -644,6 +860,7 @@ DEQUANTIZE = Exercise(
         _dequantize_case(g, "(4, 48), the default block_size", (4, 48), 64),
         _dequantize_case(g, "(3, 32), block_size 16", (3, 32), 16),
         _dequantize_case(g, "(2, 2, 12), block_size 8", (2, 2, 12), 8),
+        _dequantize_case(g, DEQUANTIZE_INT64, (5, 16), 16),
     ],
     reference=lambda: ref.dequantize_nf4,
     tolerance=Tolerance(atol=1e-6, rtol=1e-6),
@@ -666,6 +883,20 @@ DEQUANTIZE = Exercise(
             _dequantize_variant("no_scale"),
         ),
     ),
+    promises=(
+        Promise("NF4_LEVELS[code] times its block's absmax", ALL_CASES),
+        Promise(
+            "codes: (numel,) integers in [0, 15].",
+            ("(8, 16), block_size 64", DEQUANTIZE_INT64),
+        ),
+        Promise("absmax: (numel // block_size,), floating point.", ALL_CASES),
+        Promise("shape: the shape of the weight", ALL_CASES),
+        Promise(
+            "block_size: as used to quantize.",
+            ("(4, 48), the default block_size", "(3, 32), block_size 16"),
+        ),
+        Promise("w: tensor of ``shape`` in absmax's dtype.", ALL_CASES),
+    ),
 )
 
 # ------------------------------------------------------------------------ QLoRALinear
@@ -678,11 +909,17 @@ def _qlora_case(g, label, n_in, n_out, bias, x_shape, init) -> Case:
     return case
 
 
+# r, alpha and block_size omitted (8, 16.0, 64); lora_A is 8 x 64 = 512 draws.
+QLORA_DEFAULTS = "64 -> 16 with bias, r, alpha and block_size by default: lora_A Kaiming-uniform"
+
+
 class _WrongQLoRA(ref.QLoRALinear):
     quantized = True
     keep_weight = False
     scale = "alpha/r"
     init_b = "zeros"
+    init_a = "kaiming"
+    codes_dtype = torch.uint8
 
     def __init__(self, base, r=8, alpha=16.0, block_size=64):
         super().__init__(base, r, alpha, block_size)
@@ -693,6 +930,10 @@ class _WrongQLoRA(ref.QLoRALinear):
         if self.init_b == "random":
             with torch.no_grad():
                 nn.init.kaiming_uniform_(self.lora_B, a=math.sqrt(5))
+        if self.init_a == "normal":
+            with torch.no_grad():
+                nn.init.normal_(self.lora_A, std=0.02)
+        self.codes = self.codes.to(self.codes_dtype)
 
     def forward(self, x):
         if self.quantized:
@@ -723,6 +964,7 @@ QLORA = Exercise(
             (2, 3),
             {"r": 4, "alpha": 8.0, "block_size": 32},
         ),
+        {**_qlora_case(g, QLORA_DEFAULTS, 64, 16, True, (2,), {}), "check_init": True},
     ],  # fmt: skip
     reference=lambda: ref.QLoRALinear,
     driver=f"{PUBLIC}:qlora_layer",
@@ -732,6 +974,9 @@ QLORA = Exercise(
         "state_dict keys",
         "output with lora_B at zeros",
         "output",
+        "buffers (shape, dtype)",
+        "attributes",
+        "fresh lora_A is Kaiming-uniform like nn.Linear",
     ),
     tolerance=Tolerance(atol=1e-5, rtol=1e-4),
     depends_on=("quantize_nf4", "dequantize_nf4"),
@@ -758,7 +1003,66 @@ QLORA = Exercise(
             "your layer changes the output before any training: lora_B starts at zeros.",
             _wrong_qlora(init_b="random"),
         ),
+        Mistake(
+            "codes_int64",
+            "your codes buffer is not uint8: store the NF4 codes one per byte (torch.uint8), "
+            "8 times less memory than int64.",
+            _wrong_qlora(codes_dtype=torch.int64),
+        ),
+        Mistake(
+            "a_normal",
+            "your fresh lora_A is not Kaiming-uniform like LoRALinear's: "
+            "nn.init.kaiming_uniform_(lora_A, a=math.sqrt(5)).",
+            _wrong_qlora(init_a="normal"),
+        ),
     ),
+    promises=(
+        Promise(
+            "LoRA on a base weight stored in NF4: dequantize(W) x + b + (alpha/r) B A x.", ALL_CASES
+        ),
+        Promise("The base weight is quantized once, at construction", ALL_CASES),
+        Promise("codes: buffer (out_features * in_features,) uint8", ALL_CASES),
+        Promise(
+            "absmax: buffer (out_features * in_features // block_size,), W's dtype.", ALL_CASES
+        ),
+        Promise(
+            "bias: buffer (out_features,) copied from base (absent if base has none)",
+            (
+                "16 -> 8 with bias, r=2, alpha=4.0",
+                "32 -> 4 without bias, r=4, alpha=8.0, block_size=32",
+            ),
+        ),
+        Promise(
+            "lora_A: Parameter (r, in_features), Kaiming-uniform like ``LoRALinear``.",
+            (QLORA_DEFAULTS,),
+        ),
+        Promise("lora_B: Parameter (out_features, r), zeros.", ALL_CASES),
+        Promise(
+            "in_features, out_features, r, alpha, scaling (= alpha / r), block_size.", ALL_CASES
+        ),
+        Promise(
+            "its weight's numel must be a multiple of block_size",
+            why="a precondition on the caller's base layer (the docstring promises no error); "
+            "every case's base layer is quantized and checked through the outputs",
+        ),
+        Promise(
+            "r: rank of the update, >= 1.",
+            ("16 -> 8 with bias, r=2, alpha=4.0", QLORA_DEFAULTS),
+        ),
+        Promise(
+            "alpha: the update is multiplied by alpha / r.",
+            ("16 -> 8 with bias, r=2, alpha=4.0", QLORA_DEFAULTS),
+        ),
+        Promise(
+            "block_size: values per absmax block.",
+            ("32 -> 4 without bias, r=4, alpha=8.0, block_size=32", QLORA_DEFAULTS),
+        ),
+        Promise("x (..., in_features) -> (..., out_features).", ALL_CASES),
+    ),
+    power="lora_A's initialisation is checked on 512 draws (r = 8, in_features = 64), as for "
+    "LoRALinear: P(false alarm) < 1e-20; a normal with std 0.02, kaiming_uniform_ with a = 0 or "
+    "zeros fail with probability > 1 - 1e-20 (simulated once, 10000 seeded draws per answer: "
+    "0 honest ones flagged, every wrong one).",
 )
 
 SPEC = ChapterSpec(

@@ -8,6 +8,7 @@ student's code leaves trainable: freezing is half of what these methods do.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -74,6 +75,44 @@ def _same(actual: Any, expected: torch.Tensor) -> bool:
     )
 
 
+def kaiming_uniform_like_linear(weight: Any, fan_in: int) -> bool:
+    """``weight`` looks drawn as nn.Linear draws its weight: Kaiming-uniform with a = sqrt(5),
+    i.e. uniform on [-b, b] with b = 1 / sqrt(fan_in).
+
+    Every value within the bound, and the standard deviation within 20% of the
+    uniform's b / sqrt(3) (for n >= 256 values that is over 7 standard errors of the
+    sample's; the spec states the false alarm rate and the power).
+    """
+    if not isinstance(weight, torch.Tensor) or weight.numel() < 2:
+        return False
+    w = weight.detach().double()
+    bound = 1 / math.sqrt(fan_in)
+    spread = float(w.std()) / (bound / math.sqrt(3))
+    return bool(w.abs().max() <= bound * (1 + 1e-6)) and 0.8 < spread < 1.2
+
+
+def normal_with_std(weight: Any, std: float) -> bool:
+    """``weight`` looks drawn from N(0, std^2): sample std within 20% of ``std``, the mean
+    within 5 standard errors of 0, and not a uniform draw (kurtosis above 2.4; a uniform's is
+    1.8, a normal's 3)."""
+    if not isinstance(weight, torch.Tensor) or weight.numel() < 2:
+        return False
+    w = weight.detach().double().flatten()
+    n, sd = w.numel(), float(w.std())
+    if not 0.8 < sd / std < 1.2 or abs(float(w.mean())) > 5 * std / math.sqrt(n):
+        return False
+    return float(((w - w.mean()) ** 4).mean() / w.var(unbiased=False) ** 2) > 2.4
+
+
+def _attributes(layer: nn.Module, names: tuple[str, ...]) -> dict[str, Any]:
+    """The layer's attributes by name (plain numbers; "missing" where it has none)."""
+    found = {}
+    for name in names:
+        value = getattr(layer, name, "missing")
+        found[name] = value if isinstance(value, int | float | str) else repr(value)
+    return found
+
+
 def _base_linear(case: Case) -> nn.Linear:
     weight, bias = case["base_weight"], case.get("base_bias")
     base = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
@@ -84,6 +123,9 @@ def _base_linear(case: Case) -> nn.Linear:
     return base
 
 
+LORA_ATTRIBUTES = ("in_features", "out_features", "r", "alpha", "scaling")
+
+
 def lora_layer(obj: Any, case: Case) -> tuple[Any, ...]:
     """``LoRALinear``: wrap the case's base layer, run it fresh, load A and B, run, merge.
 
@@ -92,7 +134,9 @@ def lora_layer(obj: Any, case: Case) -> tuple[Any, ...]:
     whether lora_B gets a gradient at initialisation; trainable parameter names;
     output; merged weight; merged output; whether training mode changes the output
     of the layer with the case's A and B on ``case["x_many"]``, i.e. dropout acts on
-    the LoRA path). The outputs are for ``case["x"]`` in eval mode.
+    the LoRA path; the attributes in_features, out_features, r, alpha, scaling; and,
+    for a case with ``check_init``, whether the fresh lora_A looks Kaiming-uniform like
+    nn.Linear's weight, else None). The outputs are for ``case["x"]`` in eval mode.
     """
     base = _base_linear(case)
     x, many = case["x"], case["x_many"]
@@ -114,6 +158,10 @@ def lora_layer(obj: Any, case: Case) -> tuple[Any, ...]:
             learns = g is not None and bool(g.abs().sum() > 0)
     unchanged = _same(fresh, expected)
     trainable = _trainable(layer)
+    init_ok = None
+    if case.get("check_init"):
+        init_ok = kaiming_uniform_like_linear(getattr(layer, "lora_A", None), base.in_features)
+    attributes = _attributes(layer, LORA_ATTRIBUTES)
     _load(layer, case["state"])
     with torch.no_grad():
         out = layer(x)
@@ -134,6 +182,8 @@ def lora_layer(obj: Any, case: Case) -> tuple[Any, ...]:
         merged.weight.detach(),
         merged_out,
         dropout_acts,
+        attributes,
+        init_ok,
     )
 
 
@@ -143,7 +193,7 @@ def lora_model(obj: Any, case: Case) -> tuple[Any, ...]:
     The case's ``lora`` weights (by qualified name + ".lora_A"/".lora_B") are loaded
     after wrapping, so a wrapped layer's output shows its scaling. Returns (wrapped
     layer names, trainable parameter names, the outputs of the linear layers in
-    layout order).
+    layout order, whether the model returned is the model given).
     """
     model = toy_model(case["layout"])
     linears = [row[1] for row in case["layout"] if row[0] == "linear"]
@@ -158,7 +208,7 @@ def lora_model(obj: Any, case: Case) -> tuple[Any, ...]:
     result.eval()
     with torch.no_grad():
         outputs = [result.get_submodule(n)(case["inputs"][n]) for n in linears]
-    return wrapped, trainable, outputs
+    return wrapped, trainable, outputs, result is model
 
 
 def parameter_counts(obj: Any, case: Case) -> tuple[Any, Any]:
@@ -167,25 +217,38 @@ def parameter_counts(obj: Any, case: Case) -> tuple[Any, Any]:
     return obj(model), obj(model, trainable_only=True)
 
 
-def adapter_forward(obj: Any, case: Case) -> tuple[Any, Any]:
-    """``Adapter``: (whether a fresh adapter returns its input, output with the case's weights)."""
+def adapter_forward(obj: Any, case: Case) -> tuple[Any, Any, Any]:
+    """``Adapter``: (whether a fresh adapter returns its input, output with the case's weights,
+    and for a case with ``check_init`` whether the fresh down layer has nn.Linear's default
+    initialisation, else None)."""
     module = obj(**case["init"])
     if not isinstance(module, nn.Module):
         raise TypeError(f"{type(module).__name__} is not a torch.nn.Module subclass")
     module.eval()
     with torch.no_grad():
         identity = _same(module(case["x"]), case["x"])
+    init_ok = None
+    if case.get("check_init"):
+        down = getattr(module, "down", None)
+        init_ok = isinstance(down, nn.Linear) and kaiming_uniform_like_linear(
+            down.weight, case["init"]["d_model"]
+        )
     _load(module, case["state"])
     with torch.no_grad():
         out = module(case["x"])
-    return identity, out
+    return identity, out, init_ok
 
 
-def soft_prompt_forward(obj: Any, case: Case) -> tuple[Any, Any]:
-    """``SoftPrompt``: (output, gradient of sum(output · probe) with respect to the prompt)."""
+def soft_prompt_forward(obj: Any, case: Case) -> tuple[Any, Any, Any]:
+    """``SoftPrompt``: (output, gradient of sum(output · probe) with respect to the prompt,
+    and for a case with ``check_init`` whether the fresh prompt looks drawn from
+    N(0, 0.02^2), else None)."""
     module = obj(**case["init"])
     if not isinstance(module, nn.Module):
         raise TypeError(f"{type(module).__name__} is not a torch.nn.Module subclass")
+    init_ok = None
+    if case.get("check_init"):
+        init_ok = normal_with_std(dict(module.named_parameters()).get("prompt"), 0.02)
     _load(module, case["state"])
     module.eval()
     prompt = dict(module.named_parameters()).get("prompt")
@@ -200,7 +263,7 @@ def soft_prompt_forward(obj: Any, case: Case) -> tuple[Any, Any]:
         ):
             (g,) = torch.autograd.grad((out * case["probe"]).sum(), prompt, allow_unused=True)
             grad = grad if g is None else g.detach()
-    return (out.detach() if isinstance(out, torch.Tensor) else out), grad
+    return (out.detach() if isinstance(out, torch.Tensor) else out), grad, init_ok
 
 
 def qlora_layer(obj: Any, case: Case) -> tuple[Any, ...]:
@@ -208,7 +271,10 @@ def qlora_layer(obj: Any, case: Case) -> tuple[Any, ...]:
 
     Returns (whether the fresh layer's output stays the same when lora_B is set
     to zeros, trainable parameter names, state_dict keys, output with lora_B at
-    zeros, output with the case's lora_A and lora_B), the outputs for ``case["x"]``.
+    zeros, output with the case's lora_A and lora_B, the shape and dtype of each
+    buffer, the attributes in_features, out_features, r, alpha, scaling, block_size,
+    and for a case with ``check_init`` whether the fresh lora_A looks Kaiming-uniform
+    like nn.Linear's weight, else None), the outputs for ``case["x"]``.
     """
     layer = obj(_base_linear(case), **case.get("init", {}))
     if not isinstance(layer, nn.Module):
@@ -217,6 +283,12 @@ def qlora_layer(obj: Any, case: Case) -> tuple[Any, ...]:
     x = case["x"]
     trainable = _trainable(layer)
     keys = sorted(layer.state_dict().keys())
+    buffers = {n: f"{tuple(b.shape)} {b.dtype}" for n, b in layer.named_buffers()}
+    attributes = _attributes(layer, (*LORA_ATTRIBUTES, "block_size"))
+    init_ok = None
+    if case.get("check_init"):
+        n_in = case["base_weight"].shape[1]
+        init_ok = kaiming_uniform_like_linear(getattr(layer, "lora_A", None), n_in)
     with torch.no_grad():
         fresh = layer(x)
         _load(layer, {"lora_B": torch.zeros_like(case["state"]["lora_B"])})
@@ -224,4 +296,4 @@ def qlora_layer(obj: Any, case: Case) -> tuple[Any, ...]:
     _load(layer, case["state"])
     with torch.no_grad():
         out = layer(x)
-    return _same(fresh, quantized), trainable, keys, quantized, out
+    return _same(fresh, quantized), trainable, keys, quantized, out, buffers, attributes, init_ok

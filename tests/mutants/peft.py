@@ -223,4 +223,91 @@ MUTANTS = (
         ),
         "before any training",
     ),
+    # cases added with the docstring promises (autograder/peft.py)
+    Mutant(
+        "lora_a_normal",
+        "LoRALinear",
+        (
+            (
+                "nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))\n        self.dropout",
+                "nn.init.normal_(self.lora_A, std=0.02)\n        self.dropout",
+            ),
+        ),
+        "not drawn as nn.Linear draws its weight",
+    ),
+    Mutant(
+        "lora_default_rank",
+        "LoRALinear",
+        (("r: int = 8, alpha: float = 16.0, dropout", "r: int = 4, alpha: float = 16.0, dropout"),),
+        "lora_A",
+    ),
+    Mutant(
+        "apply_dot_only",
+        "apply_lora",
+        ((MATCH, 'any(name.endswith("." + t) for t in target_modules)'),),
+        "whole name equals a target",
+    ),
+    Mutant(
+        "apply_copy",
+        "apply_lora",
+        (
+            (
+                "    targets = [\n",
+                '    model = __import__("copy").deepcopy(model)\n    targets = [\n',
+            ),
+        ),
+        "returns the model it was given",
+    ),
+    Mutant(
+        "adapter_down_zeros",
+        "Adapter",
+        (
+            (
+                "nn.init.zeros_(self.up.bias)",
+                "nn.init.zeros_(self.up.bias)\n        nn.init.zeros_(self.down.weight)",
+            ),
+        ),
+        "down layer is at zeros",
+    ),
+    Mutant(
+        "prompt_randn",
+        "SoftPrompt",
+        (("nn.Parameter(0.02 * torch.randn(", "nn.Parameter(torch.randn("),),
+        "not drawn from a normal with std 0.02",
+    ),
+    Mutant(
+        "dequantize_uint8_only",
+        "dequantize_nf4",
+        (("levels[codes.long()]", "levels[codes.view(torch.uint8).long()]"),),
+        "int64 codes",
+    ),
+    Mutant(
+        "qlora_a_normal",
+        "QLoRALinear",
+        (
+            (
+                "dtype=w.dtype)\n        )\n"
+                "        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))\n\n",
+                "dtype=w.dtype)\n        )\n        nn.init.normal_(self.lora_A, std=0.02)\n\n",
+            ),
+        ),
+        "not Kaiming-uniform like LoRALinear's",
+    ),
+    Mutant(
+        "qlora_codes_int64",
+        "QLoRALinear",
+        (('self.register_buffer("codes", codes)', 'self.register_buffer("codes", codes.long())'),),
+        "not uint8",
+    ),
+    Mutant(
+        "qlora_default_block_size",
+        "QLoRALinear",
+        (
+            (
+                "alpha: float = 16.0, block_size: int = 64",
+                "alpha: float = 16.0, block_size: int = 32",
+            ),
+        ),
+        "output with lora_B at zeros",
+    ),
 )
