@@ -19,7 +19,15 @@ import torch.nn.functional as F
 
 import solutions.moe as ref
 from autograder.core.cases import call_case, randn, random_state
-from autograder.core.spec import Case, ChapterSpec, Exercise, Mistake, Tolerance
+from autograder.core.spec import (
+    ALL_CASES,
+    Case,
+    ChapterSpec,
+    Exercise,
+    Mistake,
+    Promise,
+    Tolerance,
+)
 
 GAP = 1e-3  # the smallest gap allowed between a token's top k + 1 router logits
 
@@ -66,6 +74,7 @@ def _routing_cases(g: torch.Generator) -> list[Case]:
         call_case("8 experts, k=2", router_logits(g, 10, 8, 2), 2),
         call_case("4 experts, k=1", router_logits(g, 7, 4, 1), 1),
         call_case("6 experts, k=3", router_logits(g, 9, 6, 3), k=3),
+        call_case("k = E = 4", router_logits(g, 6, 4, 4), 4),
     ]
 
 
@@ -117,6 +126,42 @@ TOP_K = Exercise(
             _routing_variant("index_order"),
         ),
     ),
+    promises=(
+        Promise(
+            "Top-k routing: each token picks its k highest-scoring experts (Mixtral).", ALL_CASES
+        ),
+        Promise(
+            "The k selected logits are turned into weights by a softmax over those k only, so "
+            "each token's weights sum to 1.",
+            ALL_CASES,
+        ),
+        Promise(
+            "(Switch and GShard instead take the softmax over all E experts and keep the top k "
+            "probabilities as they are.)",
+            why="a remark on other designs; the cases with k < E tell the two apart",
+        ),
+        Promise(
+            "router_logits: shape (T, E), the router's score of each expert for each token.",
+            ALL_CASES,
+        ),
+        Promise(
+            "k: the number of experts per token, 1 <= k <= E.",
+            ("4 experts, k=1", "8 experts, k=2", "6 experts, k=3", "k = E = 4"),
+        ),
+        Promise(
+            "weights: shape (T, k), same dtype as router_logits; each row sums to 1.", ALL_CASES
+        ),
+        Promise(
+            "expert_indices: shape (T, k), int64; the chosen experts of each token, highest "
+            "logit first (the order of ``torch.topk``).",
+            ALL_CASES,
+        ),
+        Promise(
+            "Ties are broken as ``torch.topk`` breaks them, which PyTorch does not specify.",
+            why="promises no tie order: the cases draw logits with no two of a token's top "
+            "k + 1 within GAP, so any tie-breaking passes",
+        ),
+    ),
 )
 
 # ------------------------------------------------------------------- load_balancing_loss
@@ -124,17 +169,19 @@ TOP_K = Exercise(
 
 def _lb_variant(kind: str) -> Callable:
     def loss(router_logits, expert_indices, num_experts):
+        expert_indices = expert_indices.long()
         T, k = expert_indices.shape
         idx = expert_indices[:, :1] if kind == "top1_only" else expert_indices
-        counts = F.one_hot(idx.reshape(-1), num_experts).sum(0).to(router_logits.dtype)
-        f = counts / (T * k if kind == "per_assignment" else T)
+        counts = F.one_hot(idx.reshape(-1).long(), num_experts).sum(0).to(router_logits.dtype)
+        n = T if kind == "empty_nan" else max(T, 1)  # 0 / 0 = NaN for an empty input
+        f = counts / (n * k if kind == "per_assignment" else n)
         probs = F.softmax(router_logits, dim=0 if kind == "probs_over_tokens" else -1)
         if kind == "probs_detached":
             probs = probs.detach()
         if kind == "probs_from_weights":  # the top-k weights scattered back into E slots
             top = router_logits.gather(-1, expert_indices)
             probs = torch.zeros_like(router_logits).scatter(-1, expert_indices, top.softmax(-1))
-        P = probs.mean(0)
+        P = probs.sum(0) / n
         scale = 1 if kind == "no_E" else num_experts
         if kind == "f_squared":
             return scale * (f * f).sum()
@@ -156,6 +203,20 @@ def _lb_cases(g: torch.Generator) -> list[Case]:
     logits = router_logits(g, 9, 5, 2)
     others = torch.stack([torch.randperm(5, generator=g)[:2] for _ in range(9)])
     cases.append(call_case("5 experts, k=2, indices not from these logits", logits, others, 5))
+    # Equal logits and every expert used equally often: the loss is exactly k.
+    even = torch.tensor([[0, 1], [2, 3], [1, 0], [3, 2], [0, 2], [1, 3], [2, 0], [3, 1]])
+    cases.append(call_case("uniform routing gives k = 2", torch.zeros(8, 4), even, 4))
+    # Every token on expert 0, with a router sure of it: the loss is close to E.
+    sure = randn(g, 10, 5) + 8.0 * (torch.arange(5) == 0)
+    cases.append(
+        call_case("collapsed onto expert 0", sure, torch.zeros(10, 1, dtype=torch.long), 5)
+    )
+    cases.append(
+        call_case("empty input (T = 0)", torch.zeros(0, 4), torch.zeros(0, 2, dtype=torch.long), 4)
+    )
+    logits = router_logits(g, 7, 4, 2)
+    int32 = torch.topk(logits, 2, dim=-1).indices.to(torch.int32)
+    cases.append(call_case("int32 indices", logits, int32, 4))
     return cases
 
 
@@ -168,6 +229,7 @@ LB = Exercise(
     driver="autograder.public.moe:loss_and_logit_grad",
     output_names=("loss", "gradient wrt router_logits"),
     tolerance=Tolerance(atol=1e-6, rtol=1e-5),
+    dtypes=("float64",),
     mistakes=(
         Mistake(
             "per_assignment",
@@ -214,6 +276,41 @@ LB = Exercise(
             "probability, which (unlike the count f_i) carries the gradient.",
             _lb_variant("f_squared"),
         ),
+        Mistake(
+            "empty_nan",
+            "your loss is NaN for an empty input (T = 0 tokens): a mean over no tokens is 0/0. "
+            "The docstring promises 0: divide the sums by max(T, 1).",
+            _lb_variant("empty_nan"),
+        ),
+    ),
+    promises=(
+        Promise(
+            "The auxiliary load-balancing loss of the Switch Transformer: E * sum_i f_i * P_i.",
+            ALL_CASES,
+        ),
+        Promise(
+            "f_i = (number of (token, slot) assignments to expert i) / T, the load of expert i "
+            "(sum_i f_i = k);",
+            ALL_CASES,
+        ),
+        Promise("P_i = the mean over the T tokens of softmax(router_logits)[:, i]", ALL_CASES),
+        Promise("f_i carries no gradient (it counts); the gradient flows through P_i.", ALL_CASES),
+        Promise(
+            "Perfectly uniform routing gives k (1 for k = 1);",
+            ("uniform routing gives k = 2",),
+        ),
+        Promise(
+            "the loss rises towards E as the routing collapses onto few experts.",
+            ("collapsed onto expert 0", "4 experts, k=1, skewed router"),
+        ),
+        Promise("Empty input (T = 0) gives 0.", ("empty input (T = 0)",)),
+        Promise("router_logits: shape (T, E), the router's logits.", ALL_CASES),
+        Promise(
+            "expert_indices: shape (T, k), integer; the experts each token was sent to.",
+            ("8 experts, k=2", "5 experts, k=2, indices not from these logits", "int32 indices"),
+        ),
+        Promise("num_experts: E.", ALL_CASES),
+        Promise("A scalar tensor (shape ()), same dtype as router_logits.", ALL_CASES),
     ),
 )
 
@@ -242,6 +339,8 @@ CAPACITY_CASES = (
     (7, 3, 1.5, 1),  # 3.5
     (64, 8, 1.0, 2),  # 16, exact
     (30, 8, 1.25, 2),  # 9.375
+    (0, 8, 1.25, 2),  # 0: no tokens, no room needed
+    (10, 1, 1.5, 1),  # 15: a single expert
 )
 
 CAPACITY = Exercise(
@@ -276,6 +375,44 @@ CAPACITY = Exercise(
             "experts, ceil(k · T · capacity_factor / E).",
             _capacity_variant("k_divides"),
         ),
+        Mistake(
+            "at_least_one",
+            "your capacity is 1 for T = 0 tokens: ceil(k · 0 · capacity_factor / E) = 0, "
+            "do not raise it to a minimum of 1.",
+            lambda t, e, c, k=1: max(1, math.ceil(k * t * c / e)),
+        ),
+    ),
+    promises=(
+        Promise(
+            "How many (token, slot) assignments each expert accepts: ceil(k * T * factor / E).",
+            ALL_CASES,
+        ),
+        Promise(
+            "With T tokens and k slots each there are k * T assignments; spread evenly, each of "
+            "the E experts gets k * T / E.",
+            ALL_CASES,
+        ),
+        Promise("The capacity factor leaves head room for uneven routing", ALL_CASES),
+        Promise(
+            "Computed as ``math.ceil(k * num_tokens * capacity_factor / num_experts)``.",
+            ALL_CASES,
+        ),
+        Promise(
+            "num_tokens: T >= 0.", ("T=0, E=8, factor=1.25, k=2", "T=12, E=8, factor=1.25, k=2")
+        ),
+        Promise(
+            "num_experts: E >= 1.",
+            ("T=10, E=1, factor=1.5, k=1 (default)", "T=64, E=8, factor=1.0, k=2"),
+        ),
+        Promise(
+            "capacity_factor: > 0.",
+            ("T=100, E=8, factor=0.5, k=2", "T=12, E=8, factor=1.25, k=2"),
+        ),
+        Promise(
+            "k: experts per token, >= 1.",
+            ("T=10, E=4, factor=1.0, k=1 (default)", "T=12, E=8, factor=1.25, k=2"),
+        ),
+        Promise("The capacity, a Python int.", ALL_CASES),
     ),
 )
 
@@ -289,6 +426,7 @@ class _WrongMoE(ref.MoELayer):
     weighted = True
     detach_weights = False
     priority = "token"  # "token", "score", "slot" (all first choices first), "reverse"
+    dense = False  # run every expert on every token (else only on the tokens routed to it)
     capacity_k = True
     renormalise = False
     zero_aux = False
@@ -328,7 +466,13 @@ class _WrongMoE(ref.MoELayer):
             w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
         if not self.weighted:
             w = keep.to(w.dtype)
-        every = torch.stack([expert(tokens) for expert in self.experts], dim=1)  # (T, E, d)
+        if self.dense:
+            every = torch.stack([expert(tokens) for expert in self.experts], dim=1)  # (T, E, d)
+        else:
+            every = tokens.new_zeros(T, E, d)
+            for e, expert in enumerate(self.experts):
+                rows = (idx == e).any(-1)  # the tokens routed to expert e
+                every[rows, e] = expert(tokens[rows])
         chosen = every.gather(1, idx[..., None].expand(T, k, d))  # (T, k, d)
         y = (w[..., None] * chosen).sum(1)
         return y.reshape(x.shape), aux
@@ -413,8 +557,9 @@ MOE = Exercise(
     make_cases=_moe_cases,
     reference=lambda: ref.MoELayer,
     driver="autograder.public.moe:moe_forward_and_router_grad",
-    output_names=("y", "aux_loss", "router_grad"),
+    output_names=("y", "aux_loss", "router_grad", "experts run on tokens not routed to them"),
     tolerance=Tolerance(atol=2e-5, rtol=1e-4),
+    dtypes=("float64",),
     depends_on=("top_k_routing", "load_balancing_loss", "expert_capacity"),
     mistakes=(
         Mistake(
@@ -475,6 +620,91 @@ MOE = Exercise(
             "your aux_loss is zero: return load_balancing_loss(router_logits, expert_indices, "
             "num_experts) of this forward's routing.",
             _wrong_moe(zero_aux=True),
+        ),
+        Mistake(
+            "dense_dispatch",
+            "your output is right but every expert ran on all the tokens: that is the dense "
+            "computation the layer exists to avoid. Gather each expert's own tokens (those "
+            "routed to it), run the expert on just those rows, and scatter the weighted "
+            "results back (index_add).",
+            _wrong_moe(dense=True),
+        ),
+    ),
+    promises=(
+        Promise("A sparse mixture-of-experts feed-forward layer with top-k routing.", ALL_CASES),
+        Promise("router: ``nn.Linear(d_model, num_experts, bias=False)``, the gate.", ALL_CASES),
+        Promise(
+            "experts: ``nn.ModuleList`` of num_experts ``FeedForward(d_model, d_ff)``", ALL_CASES
+        ),
+        Promise(
+            "num_experts, k, capacity_factor: as given.",
+            why="attributes a student may read; no output depends on their names",
+        ),
+        Promise("d_model: model width.", ALL_CASES),
+        Promise("d_ff: hidden width of each expert.", ALL_CASES),
+        Promise("num_experts: E >= 1.", ALL_CASES),
+        Promise(
+            "k: experts per token, 1 <= k <= E.",
+            (
+                "no capacity, (B, L, d) input",
+                "no capacity, k=1, (T, d) input",
+                "capacity_factor=0.5, k=2",
+            ),
+        ),
+        Promise(
+            "capacity_factor: None (no token is ever dropped) or > 0: each expert then accepts "
+            "at most ``expert_capacity(T, E, capacity_factor, k)`` assignments per forward call.",
+            (
+                "no capacity, (B, L, d) input",
+                "capacity_factor=1.0, k=2, router favouring expert 0",
+                "capacity_factor=0.5, k=2",
+                "capacity_factor=1.25, k=1, router favouring expert 0",
+            ),
+        ),
+        Promise(
+            "Route every token to k experts; each expert runs only on its own tokens.", ALL_CASES
+        ),
+        Promise(
+            "The leading dimensions of x are flattened into T tokens, which form one pool: "
+            "routing, capacity and the auxiliary loss are over all T together.",
+            (
+                "no capacity, (B, L, d) input",
+                "capacity_factor=1.0, k=2, router favouring expert 0",
+                "capacity_factor=1.25, k=1, router favouring expert 0",
+            ),
+        ),
+        Promise(
+            "Token t (in row-major order of the leading dimensions) is routed by "
+            "``top_k_routing(router(x_t), k)`` and its output is y_t = sum_j weights[t, j] * "
+            "experts[expert_indices[t, j]](x_t), which is the dense weighted sum when nothing "
+            "is dropped.",
+            ALL_CASES,
+        ),
+        Promise(
+            "With a capacity C, each expert keeps the first C assignments in token order "
+            "(smallest t first) and the rest are dropped: they contribute zero, the remaining "
+            "weights are not renormalised (a token whose every slot is dropped gets y_t = 0, "
+            "the residual connection around the layer carries it on).",
+            (
+                "capacity_factor=1.0, k=2, router favouring expert 0",
+                "capacity_factor=0.5, k=2",
+                "capacity_factor=1.25, k=1, router favouring expert 0",
+            ),
+        ),
+        Promise(
+            "x: shape (..., d_model).",
+            ("no capacity, (B, L, d) input", "no capacity, k=1, (T, d) input"),
+        ),
+        Promise("y: shape (..., d_model), same dtype as x.", ALL_CASES),
+        Promise(
+            "aux_loss: a scalar tensor, ``load_balancing_loss(router_logits, expert_indices, "
+            "E)`` over all T tokens, computed from the routing before any drop.",
+            ALL_CASES,
+        ),
+        Promise(
+            "It is not scaled: multiply it by a small coefficient (e.g. 0.01) and add it to the "
+            "training loss.",
+            ALL_CASES,
         ),
     ),
 )

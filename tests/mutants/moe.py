@@ -187,4 +187,87 @@ MUTANTS = (
         ),
         "aux_loss is zero",
     ),
+    # added with the docstring promises
+    Mutant(
+        "routing_rejects_k_equal_E",
+        "top_k_routing",
+        (("not 1 <= k <= E:", "not 1 <= k < E:"),),
+        "k = E = 4",
+    ),
+    Mutant(
+        "lb_f_normalised_to_sum_one",
+        "load_balancing_loss",
+        (
+            (
+                "f = counts.to(router_logits.dtype) / max(T, 1)",
+                "f = counts.to(router_logits.dtype) / max(int(counts.sum()), 1)",
+            ),
+        ),
+        "divided by T·k",
+    ),
+    Mutant(
+        "lb_mean_over_experts",
+        "load_balancing_loss",
+        (("return num_experts * (f * P).sum()", "return num_experts * (f * P).mean()"),),
+        "without the factor E",
+    ),
+    Mutant(
+        "lb_empty_input_nan",
+        "load_balancing_loss",
+        (("P = probs.sum(dim=0) / max(T, 1)", "P = probs.mean(dim=0)"),),
+        "T = 0",
+    ),
+    Mutant(
+        "lb_int32_indices_unsupported",
+        "load_balancing_loss",
+        (
+            (
+                "assignments = expert_indices.reshape(-1).long()",
+                "assignments = expert_indices.reshape(-1)",
+            ),
+        ),
+        "int32 indices",
+    ),
+    Mutant(
+        "capacity_at_least_one",
+        "expert_capacity",
+        (
+            (
+                "return math.ceil(k * num_tokens * capacity_factor / num_experts)",
+                "return max(1, math.ceil(k * num_tokens * capacity_factor / num_experts))",
+            ),
+        ),
+        "T = 0 tokens",
+    ),
+    Mutant(
+        "capacity_rejects_one_expert",
+        "expert_capacity",
+        (
+            (
+                "    if not capacity_factor > 0:",
+                "    if num_experts < 2:\n"
+                '        raise ValueError("num_experts must be >= 2")\n'
+                "    if not capacity_factor > 0:",
+            ),
+        ),
+        "E=1",
+    ),
+    Mutant(
+        "moe_dense_dispatch",
+        "MoELayer",
+        (
+            (
+                "outs = [expert(chunk) for expert, chunk in zip(self.experts, chunks, "
+                "strict=True)]",
+                "outs = [\n"
+                "            expert(tokens)[ids]\n"
+                "            for expert, ids in zip(\n"
+                "                self.experts, torch.split(token_of, counts.tolist()), "
+                "strict=True\n"
+                "            )\n"
+                "        ]",
+            ),
+        ),
+        "every expert ran on all the tokens",
+    ),
 )
