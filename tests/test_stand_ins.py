@@ -100,8 +100,14 @@ def _reference_leaks():
                 continue
             for name in filenames:
                 ours = name in ("attention.py", "attention.pyc") or name.startswith("attention.c")
-                if os.path.basename(dirpath) == "solutions" or ours:
+                if os.path.basename(dirpath) == "solutions":
                     found.append("solutions: " + os.path.join(dirpath, name))
+                elif ours:  # the grader's own public/attention.py may be there: read it
+                    try:
+                        with open(os.path.join(dirpath, name), "rb") as f:
+                            found.append(f.read().decode("latin-1"))
+                    except OSError:
+                        pass
     return any({marker!r} in text or text.startswith("solutions") for text in found)
 
 

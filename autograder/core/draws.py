@@ -24,6 +24,8 @@ class TableLM(torch.nn.Module):
         super().__init__()
         self.table = table  # (V, V)
         self.prev = torch.zeros_like(table) if prev is None else prev  # (V, V)
+        # how a stand-in's parent builds the same model (autograder.core.stand_ins)
+        self.stand_in_recipe = ("table_lm", [table, prev])
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if ids.dim() != 2:

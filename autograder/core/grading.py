@@ -5,6 +5,9 @@ from __future__ import annotations
 import inspect
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from autograder.core.chapters import ChapterInfo, load_spec
 from autograder.core.evaluate import ExerciseResult, evaluate
@@ -16,7 +19,8 @@ from autograder.core.materialize import (
     materialize,
     selected,
 )
-from autograder.core.runner import answer_with
+from autograder.core.spec import ChapterSpec
+from autograder.core.stand_ins import answer_with
 
 
 @lru_cache(maxsize=16)
@@ -58,6 +62,18 @@ def _closure(name: str, deps: dict[str, list[str]], failing: set[str]) -> set[st
     return found
 
 
+def _roots(stand: set[str], deps: dict[str, list[str]], failing: set[str]) -> set[str]:
+    """Those of ``stand`` whose own dependencies all pass: the likely first mistakes."""
+    return {n for n in stand if not _closure(n, deps, failing)}
+
+
+def _kind(reference: Any) -> str:
+    """How a stand-in replaces the reference: a function, a module class, an object class."""
+    if not inspect.isclass(reference):
+        return "function"
+    return "class" if issubclass(reference, torch.nn.Module) else "object"
+
+
 def grade_with_stand_ins(
     info: ChapterInfo,
     chapter: MaterializedChapter,
@@ -65,14 +81,18 @@ def grade_with_stand_ins(
     path: Path,
     only: list[str] | None = None,
 ) -> list[ExerciseResult]:
-    """Grade, then grade again each failing exercise that calls a failing function of the
-    student's, with the reference answering in place of those functions.
+    """Grade, then grade again each failing exercise that calls a failing function or
+    class of the student's, with the reference answering in place of those.
 
-    One mistake costs one exercise: an exercise that passes the second time earns its
-    points, and its message names the student's functions that made it fail. The
-    reference's code stays here: the child only receives its answers (plain tensors),
-    for the functions named, while that exercise runs. Executors that cannot relay
-    questions (the self-check's, in process) grade once.
+    One mistake costs one exercise: an exercise that passes again earns its points, and
+    its message names the student's functions that made it fail. The first retry stands
+    in only for the failing dependencies whose own dependencies pass (the likely first
+    mistakes: a caller between them is then graded with the student's own code, which
+    may take arguments no stand-in can send, such as a model); an exercise still failing
+    is retried once more with every failing dependency stood in for. The reference's
+    code stays here: the child only receives its answers (plain tensors), for the names
+    offered, while that exercise runs. Executors that cannot relay questions (the
+    self-check's, in process) grade once.
     """
     exercises = selected(chapter, only)
     results = evaluate(exercises, executor(path, jobs_for(chapter, only)))
@@ -81,24 +101,53 @@ def grade_with_stand_ins(
     by_name = {r.name: r for r in results}
     failing = {r.name for r in results if not r.passed}
     spec = load_spec(info)
-    functions = {e.name for e in spec.exercises if inspect.isfunction(e.reference())}
+    answerable = {e.name for e in spec.exercises if inspect.isroutine(e.reference()) or
+                  inspect.isclass(e.reference())}  # fmt: skip
+    kinds = {e.name: _kind(e.reference()) for e in spec.exercises if e.name in answerable}
     deps = {ex["name"]: list(ex["depends_on"]) for ex in chapter["exercises"]}
-    retry: dict[str, list[str]] = {}
-    for ex in exercises:
-        if by_name[ex["name"]].status == "failed":
-            stand = sorted(_closure(ex["name"], deps, failing) & functions)
-            if stand:
-                retry[ex["name"]] = stand
-    if not retry:
-        return results
+    closures = {
+        ex["name"]: _closure(ex["name"], deps, failing) & answerable
+        for ex in exercises
+        if by_name[ex["name"]].status == "failed"
+    }
+    tried: dict[str, list[frozenset[str]]] = {name: [] for name in closures}
+    for pick in (lambda c: _roots(c, deps, failing), lambda c: c):
+        retry = {}
+        for name, closure in closures.items():
+            stand = frozenset(pick(closure))
+            if stand and not by_name[name].passed and stand not in tried[name]:
+                retry[name] = sorted(stand)
+                tried[name].append(stand)
+        if retry:
+            _retry(spec, chapter, executor, path, retry, kinds, by_name)
+    return results
+
+
+def _retry(
+    spec: ChapterSpec,
+    chapter: MaterializedChapter,
+    executor: Executor,
+    path: Path,
+    retry: dict[str, list[str]],
+    kinds: dict[str, str],
+    by_name: dict[str, ExerciseResult],
+) -> None:
+    """Grade the exercises of ``retry`` again, each with the reference standing in for
+    the names it lists; an exercise that passes takes the new score and message."""
     names = sorted({n for stand in retry.values() for n in stand})
     references = {n: spec.exercise(n).reference() for n in names}
+    objects = {n: spec.exercise(n).reference() for n, k in kinds.items() if k == "object"}
     jobs = [
-        {**job, "stand_ins": retry[job["exercise"]]} for job in jobs_for(chapter, sorted(retry))
+        {
+            **job,
+            "stand_ins": retry[job["exercise"]],
+            "stand_in_kinds": {n: kinds[n] for n in retry[job["exercise"]]},
+        }
+        for job in jobs_for(chapter, sorted(retry))
     ]
     again = evaluate(
         selected(chapter, sorted(retry)),
-        executor(path, jobs, answer=answer_with(references)),  # type: ignore[call-arg]
+        executor(path, jobs, answer=answer_with(references, objects)),  # type: ignore[call-arg]
     )
     for second in again:
         first, stand = by_name[second.name], retry[second.name]
@@ -109,6 +158,5 @@ def grade_with_stand_ins(
                 f"passes when the reference stands in for your {yours}: it failed only "
                 f"because {'that fails' if len(stand) == 1 else 'those fail'} (graded there)"
             )
-        else:
+        elif "even with the reference" not in first.message:
             first.message += f" It fails even with the reference standing in for your {yours}."
-    return results

@@ -12,11 +12,10 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypedDict
 
-import torch
-
 from autograder.core.drivers import run_case
 from autograder.core.loader import SubmissionError, load_submission, student_error
 from autograder.core.spec import Case
+from autograder.core.stand_ins import Ask, stand_in
 
 
 class Job(TypedDict, total=False):
@@ -26,38 +25,7 @@ class Job(TypedDict, total=False):
     # the student's functions the parent answers for while this job runs (the reference
     # in their place), so a failing dependency does not also fail this exercise
     stand_ins: list[str]
-
-
-Ask = Callable[[str, list[Any], dict[str, Any]], Any]
-GENERATOR = "__torch_generator_state__"  # a generator argument of a stand-in, as plain data
-
-
-def revive_generators(value: Any, made: list[torch.Generator]) -> Any:
-    """The arguments a stand-in sent, with its generators rebuilt (appended to ``made``)."""
-    if isinstance(value, dict) and set(value) == {GENERATOR}:
-        generator = torch.Generator()
-        generator.set_state(value[GENERATOR])
-        made.append(generator)
-        return generator
-    if isinstance(value, list | tuple):
-        return type(value)(revive_generators(v, made) for v in value)
-    if isinstance(value, dict):
-        return {k: revive_generators(v, made) for k, v in value.items()}
-    return value
-
-
-def answer_with(functions: dict[str, Callable[..., Any]]) -> Ask:
-    """The parent's answers for stand-ins: ``functions[name]`` called on the arguments sent,
-    and the state of each generator argument after the call (in the order they were given)."""
-
-    def answer(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        made: list[torch.Generator] = []
-        args = revive_generators(list(args), made)
-        kwargs = revive_generators(dict(kwargs), made)
-        value = functions[name](*args, **kwargs)
-        return {"value": value, "generator_states": [g.get_state() for g in made]}
-
-    return answer
+    stand_in_kinds: dict[str, str]  # name -> "function", "class" (nn.Module) or "object"
 
 
 class JobResult(TypedDict):
@@ -128,8 +96,10 @@ def run_jobs(
         else:
             names = job.get("stand_ins", []) if ask is not None else []
             saved = {n: submission.namespace[n] for n in names if n in submission.namespace}
+            kinds = job.get("stand_in_kinds", {})
             for name in names:
-                submission.namespace[name] = stand_in(name, ask)  # type: ignore[arg-type]
+                kind = kinds.get(name, "function")
+                submission.namespace[name] = stand_in(name, ask, kind)  # type: ignore[arg-type]
             try:
                 result = run_job(obj, job)
             finally:
@@ -140,52 +110,3 @@ def run_jobs(
         if on_result is not None:
             on_result(i, result)
     return results
-
-
-def _plain_argument(value: Any, name: str) -> Any:
-    if isinstance(value, torch.Tensor):
-        if value.requires_grad:
-            raise TypeError(f"the reference's `{name}` cannot stand in where gradients flow")
-        return value.detach().to("cpu")
-    if value is None or isinstance(value, bool | int | float | str | torch.dtype):
-        return value
-    if isinstance(value, torch.device):
-        return "cpu"  # the parent answers on its CPU; the answer is moved back below
-    if isinstance(value, torch.Generator):  # its state goes, the state after comes back
-        return {GENERATOR: value.get_state()}
-    if isinstance(value, list | tuple):
-        return type(value)(_plain_argument(v, name) for v in value)
-    if isinstance(value, dict):
-        return {str(k): _plain_argument(v, name) for k, v in value.items()}
-    raise TypeError(f"the reference's `{name}` cannot stand in for a {type(value).__name__}")
-
-
-def _to_device(value: Any, device: torch.device | None) -> Any:
-    if device is None:
-        return value
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, list | tuple):
-        return type(value)(_to_device(v, device) for v in value)
-    if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    return value
-
-
-def stand_in(name: str, ask: Ask) -> Callable[..., Any]:
-    """A function that answers as the parent says ``name`` would (plain data only)."""
-
-    def answered_by_the_parent(*args: Any, **kwargs: Any) -> Any:
-        plain_args = [_plain_argument(a, name) for a in args]
-        plain_kwargs = {k: _plain_argument(v, name) for k, v in kwargs.items()}
-        given = [*args, *kwargs.values()]
-        devices = [a for a in given if isinstance(a, torch.device)]
-        devices += [a.device for a in given if isinstance(a, torch.Tensor)]
-        reply = ask(name, plain_args, plain_kwargs)
-        generators = [a for a in given if isinstance(a, torch.Generator)]
-        for generator, state in zip(generators, reply["generator_states"], strict=True):
-            generator.set_state(state)  # as if the reference had drawn from it here
-        return _to_device(reply["value"], devices[0] if devices else None)
-
-    answered_by_the_parent.__name__ = name
-    return answered_by_the_parent

@@ -42,6 +42,8 @@ def build_gpt(config: dict[str, int], state: dict[str, torch.Tensor]) -> CourseG
     """The course GPT of ``config`` with the weights ``state``, in eval mode."""
     model = CourseGPT(**config)
     model.load_state_dict(state)
+    # how a stand-in's parent builds the same model (autograder.core.stand_ins)
+    model.stand_in_recipe = ("course_gpt", [config, state])
     return model.eval()
 
 
