@@ -17,9 +17,19 @@ import torch
 
 import solutions.evaluation as ref
 from autograder.core.cases import call_case, randn
-from autograder.core.spec import Case, ChapterSpec, Exercise, Mistake, Tolerance
+from autograder.core.spec import (
+    ALL_CASES,
+    Case,
+    ChapterSpec,
+    Exercise,
+    Mistake,
+    Promise,
+    Tolerance,
+)
 
 EXACT = Tolerance(atol=1e-9, rtol=1e-9)
+# the call driver, a nan answer as the text "nan" (a float nan never equals the expected nan)
+NAN_AS_TEXT = "autograder.public.evaluation:call_nan_as_text"
 WORDS = "the cat dog sat on a mat rug and ran to big red".split()
 
 
@@ -53,6 +63,8 @@ def _ppl_variant(kind: str) -> Callable:
     def perplexity(logits, targets, ignore_index=-100):
         if kind == "index_default":
             ignore_index = -100
+        if kind == "all_ignored_one" and bool((targets == ignore_index).all()):
+            return 1.0
         logp = logits.double().log_softmax(-1)  # (..., V)
         keep = targets != ignore_index
         safe = targets.masked_fill(~keep, 0).long()
@@ -83,6 +95,11 @@ def _ppl_cases(g: torch.Generator) -> list[Case]:
         ),
         call_case("batch with ignored positions", randn(g, 2, 6, 10, scale=2.0), t1),
         call_case("ignore_index=0", randn(g, 3, 5, 7), t3, ignore_index=0),
+        call_case(
+            "every target ignored: nan",
+            randn(g, 2, 3, 5),
+            torch.full((2, 3), -100, dtype=torch.long),
+        ),
     ]
 
 
@@ -94,6 +111,12 @@ PERPLEXITY = Exercise(
     reference=lambda: ref.perplexity,
     tolerance=Tolerance(atol=1e-6, rtol=1e-4),
     mistakes=(
+        Mistake(
+            "all_ignored_one",
+            "your answer matches 1.0 when every target is ignored: with no scored position "
+            "the mean is 0 / 0, and perplexity is nan (what F.cross_entropy's mean gives).",
+            _ppl_variant("all_ignored_one"),
+        ),
         Mistake(
             "sum",
             "your answer matches exp of the SUM of the negative log-likelihoods: "
@@ -125,6 +148,27 @@ PERPLEXITY = Exercise(
             _ppl_variant("index_default"),
         ),
     ),
+    driver=NAN_AS_TEXT,
+    dtypes=("float64",),
+    promises=(
+        Promise("Perplexity: exp of the mean negative log-likelihood of the targets.", ALL_CASES),
+        Promise(
+            "logits: shape (..., V); ``logits[..., t, :]`` is the model's prediction for "
+            "``targets[..., t]`` (already aligned: shift before calling).",
+            ("one sequence", "batch with ignored positions", "ignore_index=0"),
+        ),
+        Promise("targets: integer ids, shape (...) = ``logits.shape[:-1]``.", ALL_CASES),
+        Promise(
+            "ignore_index: targets equal to it (padding, the prompt) are left out of the mean, "
+            "numerator and denominator alike.",
+            ("batch with ignored positions", "ignore_index=0", "every target ignored: nan"),
+        ),
+        Promise(
+            "over the N non-ignored positions, a float >= 1",
+            ("one sequence", "batch with ignored positions", "ignore_index=0"),
+        ),
+        Promise("(nan when every target is ignored)", ("every target ignored: nan",)),
+    ),
 )
 
 # ----------------------------------------------------------------------------- bleu
@@ -137,6 +181,8 @@ def _ngrams(words: list[str], n: int) -> Counter:
 def _bleu_variant(kind: str) -> Callable:
     def bleu(hypotheses, references, max_n=4):
         if kind == "sentence_average":
+            if not hypotheses:
+                return 0.0
             scores = [
                 ref.bleu([h], [[stream[i]] for stream in references], max_n)
                 for i, h in enumerate(hypotheses)
@@ -150,6 +196,8 @@ def _bleu_variant(kind: str) -> Callable:
             c += len(hyp)
             if kind == "longest_ref":
                 r += max(len(x) for x in refs)
+            elif kind == "longer_on_ties":
+                r -= min((abs(len(x) - len(hyp)), -len(x)) for x in refs)[1]
             elif kind == "first_ref":
                 r += len(refs[0])
             else:
@@ -158,12 +206,17 @@ def _bleu_variant(kind: str) -> Callable:
                 counts = _ngrams(hyp, n)
                 best = Counter()
                 for x in refs:
-                    best |= _ngrams(x, n)
+                    if kind == "summed_references":
+                        best += _ngrams(x, n)
+                    else:
+                        best |= _ngrams(x, n)
                 if kind == "unclipped":
                     matches[n - 1] += sum(cnt for gram, cnt in counts.items() if best[gram])
                 else:
                     matches[n - 1] += sum(min(cnt, best[gram]) for gram, cnt in counts.items())
                 totals[n - 1] += max(len(hyp) - n + 1, 0)
+        if kind == "smoothed" and c > 0:
+            matches = [max(m, 0.1) for m in matches]
         if c == 0 or min(matches) == 0:
             return 0.0
         precisions = [m / t for m, t in zip(matches, totals, strict=True)]
@@ -231,6 +284,32 @@ def _bleu_cases(g: torch.Generator) -> list[Case]:
             max_n=2,
         )
     )
+    # trigrams match but no 4-gram does: BLEU-4 is 0 (no smoothing)
+    cases.append(
+        call_case(
+            "a zero 4-gram precision: 0 (no smoothing)",
+            ["the cat sat on the mat"],
+            [["the cat sat and on the mat"]],
+        )
+    )
+    cases.append(
+        call_case(
+            "case-sensitive words, extra spaces",
+            ["The cat  sat on the Mat", "a dog ran to the red rug"],
+            [["the cat sat on the mat", "A dog ran to the red rug"]],
+            max_n=2,
+        )
+    )
+    # references of 8 and 12 words, both 2 words from the hypothesis's 10: r is the shorter
+    base = _sentence(g, 12)
+    cases.append(
+        call_case(
+            "two references equally close: the shorter counts",
+            [" ".join(base[:10])],
+            [[" ".join(base[:8])], [" ".join(base)]],
+        )
+    )
+    cases.append(call_case("empty corpus: 0", [], [[]]))
     return cases
 
 
@@ -242,6 +321,24 @@ BLEU = Exercise(
     reference=lambda: ref.bleu,
     tolerance=Tolerance(atol=1e-7, rtol=1e-6),
     mistakes=(
+        Mistake(
+            "smoothed",
+            "your answer matches a smoothed BLEU: without smoothing, BLEU is 0 as soon as one "
+            "n-gram precision p_n is 0 (log 0).",
+            _bleu_variant("smoothed"),
+        ),
+        Mistake(
+            "longer_on_ties",
+            "your answer matches taking the LONGER of two references equally close to the "
+            "hypothesis length: on ties the shorter reference length counts in r.",
+            _bleu_variant("longer_on_ties"),
+        ),
+        Mistake(
+            "summed_references",
+            "your answer matches clipping at the SUM of an n-gram's counts over the references: "
+            "clip at its largest count in any one reference (Counter | Counter, not +).",
+            _bleu_variant("summed_references"),
+        ),
         Mistake(
             "unclipped",
             "your answer matches n-gram precisions without clipping: count each "
@@ -279,6 +376,56 @@ BLEU = Exercise(
             "BLEU sums matches, n-gram counts and lengths over all segments first, then "
             "computes one score.",
             _bleu_variant("sentence_average"),
+        ),
+    ),
+    promises=(
+        Promise("Corpus BLEU (Papineni et al., 2002) in [0, 1]", ALL_CASES),
+        Promise("without smoothing.", ("a zero 4-gram precision: 0 (no smoothing)",)),
+        Promise(
+            "Tokens are whitespace-separated words (``str.split()``, case-sensitive).",
+            ("case-sensitive words, extra spaces",),
+        ),
+        Promise(
+            "For each n in 1..max_n the modified precision p_n sums, over the whole corpus, "
+            "each hypothesis n-gram's count clipped at its largest count in any one reference "
+            "of that hypothesis, divided by the total number of hypothesis n-grams.",
+            (
+                "4 segments, 1 reference",
+                "3 segments, 2 references, repeated words",
+                "the textbook example",
+            ),
+        ),
+        Promise(
+            "The brevity penalty compares the total hypothesis length c with r, the sum over "
+            "hypotheses of the reference length closest to the hypothesis length",
+            ("4 references, the closest is neither the first nor the longest",),
+        ),
+        Promise(
+            "(ties: the shorter reference)", ("two references equally close: the shorter counts",)
+        ),
+        Promise(
+            "BP = 1 if c > r else exp(1 - r / c).",
+            ("4 segments, 1 reference", "two references equally close: the shorter counts"),
+        ),
+        Promise(
+            "BLEU = BP · exp((1/max_n) Σ_n log p_n)",
+            ("4 segments, 1 reference", "3 segments, 2 references, repeated words"),
+        ),
+        Promise("and 0 when any p_n is 0", ("a zero 4-gram precision: 0 (no smoothing)",)),
+        Promise("(or the corpus is empty)", ("empty corpus: 0",)),
+        Promise("hypotheses: the system outputs, one string per segment (length S).", ALL_CASES),
+        Promise(
+            "references: ``references[j][i]`` is the j-th reference of hypothesis i (the "
+            "layout of sacrebleu): a list of R reference streams, each of length S.",
+            ("3 segments, 2 references, repeated words", "max_n=2, short hypothesis"),
+        ),
+        Promise(
+            "max_n: the longest n-gram, >= 1.",
+            ("max_n=2, short hypothesis", "4 segments, 1 reference"),
+        ),
+        Promise(
+            "The BLEU score as a float in [0, 1] (multiply by 100 for the usual scale).",
+            ALL_CASES,
         ),
     ),
 )
@@ -352,6 +499,12 @@ def _rouge_n_cases(g: torch.Generator) -> list[Case]:
         call_case("repeated words, unigrams", *pairs[2]),
         call_case("repeated words, bigrams", *pairs[2], n=2),
         call_case("trigrams", *pairs[0], n=3),
+        call_case(
+            "digits, underscores and accents",
+            "Route_66 runs 2 km past the café; cats run.",
+            "route 66 runs 2km past the cafe, the cat runs",
+        ),
+        call_case("both shorter than n: every value 0.0", "The cat.", "a dog!", n=3),
     ]
 
 
@@ -388,6 +541,30 @@ ROUGE_N = Exercise(
         Mistake("split", _SPLIT_HINT, _rouge_n_variant("split")),
         Mistake("no_lower", _NO_LOWER_HINT, _rouge_n_variant("no_lower")),
     ),
+    promises=(
+        Promise(
+            "ROUGE-N (Lin, 2004): n-gram overlap between one hypothesis and one reference.",
+            ALL_CASES,
+        ),
+        Promise(
+            "Tokens: the text lowercased, every run of characters other than [a-z0-9] is a "
+            "separator (so punctuation disappears), no stemming.",
+            ("unigrams", "repeated words, unigrams", "digits, underscores and accents"),
+        ),
+        Promise(
+            "The overlap counts each n-gram min(count in hypothesis, count in reference) times.",
+            ("repeated words, unigrams", "repeated words, bigrams"),
+        ),
+        Promise("hypothesis: the system output.", ALL_CASES),
+        Promise("reference: the reference text.", ALL_CASES),
+        Promise("n: the n-gram order, >= 1.", ("unigrams", "bigrams", "trigrams")),
+        Promise(
+            '``{"precision": overlap / hypothesis n-grams, "recall": overlap / reference '
+            'n-grams, "f1": 2PR / (P + R)}``',
+            ("unigrams", "bigrams", "trigrams"),
+        ),
+        Promise("each 0.0 where its denominator is 0.", ("both shorter than n: every value 0.0",)),
+    ),
 )
 
 
@@ -398,6 +575,12 @@ def _rouge_l_cases(g: torch.Generator) -> list[Case]:
         call_case("another one", *pairs[1]),
         call_case("gaps in the common subsequence", "a b x c d y e", "A b c, d e z."),
         call_case("hand example", *pairs[2]),
+        call_case(
+            "digits, underscores and accents",
+            "Route_66 runs 2 km past the café; cats run.",
+            "route 66 runs 2km past the cafe, the cat runs",
+        ),
+        call_case("a hypothesis with no words: every value 0.0", "?! ...", "the cat sat"),
     ]
 
 
@@ -420,6 +603,32 @@ ROUGE_L = Exercise(
         Mistake("split", _SPLIT_HINT, _rouge_l_variant("split")),
         Mistake("no_lower", _NO_LOWER_HINT, _rouge_l_variant("no_lower")),
     ),
+    promises=(
+        Promise("ROUGE-L: the longest common subsequence (LCS) of the two token lists.", ALL_CASES),
+        Promise(
+            "Tokens as in ``rouge_n`` (lowercase, runs of [a-z0-9]).",
+            (
+                "perturbed sentence",
+                "gaps in the common subsequence",
+                "digits, underscores and accents",
+            ),
+        ),
+        Promise(
+            "A subsequence keeps the order of the tokens but need not be contiguous.",
+            ("gaps in the common subsequence", "hand example"),
+        ),
+        Promise("hypothesis: the system output.", ALL_CASES),
+        Promise("reference: the reference text.", ALL_CASES),
+        Promise(
+            '``{"precision": LCS / len(hypothesis), "recall": LCS / len(reference), '
+            '"f1": 2PR / (P + R)}``',
+            ("perturbed sentence", "another one", "hand example"),
+        ),
+        Promise(
+            "each 0.0 where its denominator is 0.",
+            ("a hypothesis with no words: every value 0.0",),
+        ),
+    ),
 )
 
 # ---------------------------------------------------------------------- exact_match
@@ -439,12 +648,14 @@ def _em_variant(kind: str) -> Callable:
                 text = text.lower()
                 if kind != "keep_punct":
                     text = re.sub(r"[^\w\s]|_", "", text)
-                if kind != "keep_articles":
+                if kind == "inside_words":
+                    text = re.sub(r"(a|an|the)", " ", text)
+                elif kind != "keep_articles":
                     text = re.sub(r"\b(a|an|the)\b", " ", text)
                 return " ".join(text.split())
 
             hits += norm(p) in [norm(a) for a in accepted]
-        return hits / len(predictions)
+        return hits / len(predictions) if predictions else 0.0
 
     return exact_match
 
@@ -464,6 +675,17 @@ def _em_cases(g: torch.Generator) -> list[Case]:
             ["an apple", "Blue!", "seven", "The Nile", "rome"],
             [["apples", "apple"], ["azure", "blue"], ["7", "seven"], ["Amazon"], ["rome"]],
         ),
+        call_case(
+            "articles only as whole words",
+            ["theme", "Anna", "a banana", "The", "an"],
+            ["me", "na", "bnn", "", "a"],
+        ),
+        call_case(
+            "underscores are punctuation, other letters are not",
+            ["snake_case", "Café", "naïve"],
+            ["snakecase", "caf", "naïve!"],
+        ),
+        call_case("no predictions: 0.0", [], []),
     ]
 
 
@@ -494,11 +716,47 @@ EXACT_MATCH = Exercise(
             _em_variant("keep_punct"),
         ),
         Mistake(
+            "inside_words",
+            "your answer matches removing a, an and the inside words too ('theme' becomes "
+            "'me'): remove the articles as whole words only (r'\\b(a|an|the)\\b').",
+            _em_variant("inside_words"),
+        ),
+        Mistake(
             "first_only",
             "your answer matches comparing with the first accepted answer only: a "
             "prediction counts when it matches ANY of its references.",
             _em_variant("first_only"),
         ),
+    ),
+    promises=(
+        Promise(
+            "The fraction of predictions equal to a reference after SQuAD-style normalisation.",
+            ALL_CASES,
+        ),
+        Promise(
+            "Normalisation (of both sides): lowercase; remove punctuation (every character "
+            "that is not a letter, a digit or whitespace)",
+            ("one reference each", "underscores are punctuation, other letters are not"),
+        ),
+        Promise(
+            'remove the articles "a", "an", "the" as whole words',
+            ("one reference each", "articles only as whole words"),
+        ),
+        Promise(
+            "collapse runs of whitespace to one space and strip the ends.",
+            ("one reference each", "articles only as whole words"),
+        ),
+        Promise('So "The Eiffel Tower." matches "eiffel  tower".', ("one reference each",)),
+        Promise("predictions: the model's answers, length S.", ALL_CASES),
+        Promise(
+            "references: length S; each entry is one reference string or a list of accepted "
+            "answers (a prediction counts when it matches any of them).",
+            ("one reference each", "several accepted answers"),
+        ),
+        Promise(
+            "A float in [0, 1]: matches / S", ("one reference each", "several accepted answers")
+        ),
+        Promise("(0.0 for S = 0)", ("no predictions: 0.0",)),
     ),
 )
 
@@ -523,8 +781,11 @@ PASS_AT_K = Exercise(
     points=2,
     summary="the unbiased estimator 1 - C(n-c, k) / C(n, k)",
     make_cases=lambda g: [
-        call_case(f"n={n}, c={c}, k={k}", n, c, k)
-        for n, c, k in ((10, 3, 1), (10, 3, 4), (20, 0, 5), (6, 4, 3), (200, 13, 10), (7, 7, 2))
+        *(
+            call_case(f"n={n}, c={c}, k={k}", n, c, k)
+            for n, c, k in ((10, 3, 1), (10, 3, 4), (20, 0, 5), (6, 4, 3), (200, 13, 10), (7, 7, 2))
+        ),
+        call_case("n - c = k: not yet 1", 10, 6, 4),
     ],
     reference=lambda: ref.pass_at_k,
     tolerance=Tolerance(atol=1e-9, rtol=1e-7),
@@ -549,6 +810,32 @@ PASS_AT_K = Exercise(
             _pass_variant("c_over_n"),
         ),
     ),
+    promises=(
+        Promise(
+            "The unbiased pass@k estimator of Chen et al. (2021), 1 - C(n-c, k) / C(n, k).",
+            ALL_CASES,
+        ),
+        Promise(
+            "Draw n samples per problem, count the c that pass the tests; the chance that a "
+            "random subset of k of the n samples holds at least one correct one is "
+            "1 - C(n-c, k)/C(n, k).",
+            ALL_CASES,
+        ),
+        Promise(
+            "Computed as 1 - Π_{i=n-c+1}^{n} (1 - k/i), which never forms huge binomials.",
+            why="how the reference computes the same value (an implementation note): any exact "
+            "formula gives the same floats within the tolerance, and n=200, c=13, k=10 checks "
+            "a case where binomials are large",
+        ),
+        Promise("n: samples drawn, >= 1.", ALL_CASES),
+        Promise("c: samples that passed, 0 <= c <= n.", ("n=20, c=0, k=5", "n=7, c=7, k=2")),
+        Promise("k: the budget, 1 <= k <= n.", ("n=10, c=3, k=1", "n=10, c=3, k=4")),
+        Promise("A float in [0, 1]", ALL_CASES),
+        Promise(
+            "1.0 when n - c < k (every subset of k holds a correct one).",
+            ("n=6, c=4, k=3", "n=7, c=7, k=2", "n - c = k: not yet 1"),
+        ),
+    ),
 )
 
 # ---------------------------------------------------------------------- cohens_kappa
@@ -569,7 +856,7 @@ def _kappa_variant(kind: str) -> Callable:
             pe = 1.0 / len(labels)
         else:  # "first_only": both marginals taken from rater a
             pe = sum((ca[x] / n) ** 2 for x in labels)
-        return (po - pe) / (1 - pe)
+        return 1.0 if pe == 1.0 else (po - pe) / (1 - pe)
 
     return cohens_kappa
 
@@ -585,6 +872,7 @@ def _kappa_cases(g: torch.Generator) -> list[Case]:
         call_case("three integer labels", a.tolist(), b.tolist()),
         call_case("string labels, a lenient rater", c, d),
         call_case("binary, skewed", [1, 1, 1, 1, 1, 1, 0, 0, 1, 1], [1, 1, 1, 1, 0, 1, 0, 1, 1, 1]),
+        call_case("one label for everything: 1.0", ["good"] * 6, ["good"] * 6),
     ]
 
 
@@ -620,6 +908,30 @@ KAPPA = Exercise(
             "your answer matches a chance agreement from the first rater's frequencies "
             "alone: use Σ P_a(label) · P_b(label), one factor per rater.",
             _kappa_variant("first_only"),
+        ),
+    ),
+    promises=(
+        Promise(
+            "Cohen's kappa: the agreement of two raters beyond what chance would give.", ALL_CASES
+        ),
+        Promise(
+            "kappa = (p_o - p_e) / (1 - p_e), p_o the fraction of items on which the raters "
+            "agree, p_e = Σ_label P_a(label) P_b(label) the agreement expected if each rater "
+            "drew labels independently from their own marginal frequencies.",
+            ("three integer labels", "string labels, a lenient rater", "binary, skewed"),
+        ),
+        Promise(
+            "a: the first rater's labels (any hashable values: ints, strings), length N >= 1.",
+            ("three integer labels", "string labels, a lenient rater"),
+        ),
+        Promise("b: the second rater's labels, length N.", ALL_CASES),
+        Promise(
+            "A float in [-1, 1]: 1 perfect agreement, 0 chance level.",
+            ("three integer labels", "binary, skewed"),
+        ),
+        Promise(
+            "When p_e = 1 (both raters always give the same single label) the result is 1.0.",
+            ("one label for everything: 1.0",),
         ),
     ),
 )
@@ -659,6 +971,7 @@ def _spearman_cases(g: torch.Generator) -> list[Case]:
         call_case(
             "lists with ties", [1, 2, 2, 3, 5, 5, 5, 8], [0.3, 0.1, 0.9, 0.2, 0.8, 0.7, 0.4, 1.0]
         ),
+        call_case("a constant y: nan", randn(g, 6), torch.full((6,), 3.0)),
     ]
 
 
@@ -688,6 +1001,37 @@ SPEARMAN = Exercise(
             "without ties; compute the Pearson correlation of the average ranks.",
             _spearman_variant("formula"),
         ),
+    ),
+    driver=NAN_AS_TEXT,
+    dtypes=("float64",),
+    promises=(
+        Promise(
+            "Spearman's rank correlation: the Pearson correlation of the ranks of x and y.",
+            ALL_CASES,
+        ),
+        Promise(
+            "Ranks start at 1",
+            why="a convention with no effect on the answer: the correlation of ranks is the "
+            "same whatever rank the smallest value gets",
+        ),
+        Promise(
+            "tied values all get the average of the ranks they span (values 2, 5, 5, 9 have "
+            "ranks 1, 2.5, 2.5, 4).",
+            ("ratings with ties", "lists with ties"),
+        ),
+        Promise(
+            "Computed in float64 on the device of x.",
+            why="how the reference computes: a float32 computation of the same ranks differs "
+            "by less than 1e-8 on these sizes (measured on 20 draws each of N = 50 to 3000), "
+            "far inside the tolerance, and grading runs on the CPU",
+        ),
+        Promise(
+            "x: numbers, shape (N,), N >= 2 (a 1-D tensor or a list).",
+            ("no ties, non-linear", "lists with ties"),
+        ),
+        Promise("y: numbers, shape (N,).", ALL_CASES),
+        Promise("A float in [-1, 1];", ("no ties, non-linear", "ratings with ties")),
+        Promise("nan when x or y is constant.", ("a constant y: nan",)),
     ),
 )
 
@@ -749,6 +1093,22 @@ WIN_RATE = Exercise(
             "b_wins",
             "your answer matches the win rate of B: the function returns A's, (#A + 0.5 #tie) / n.",
             _win_variant("b_wins"),
+        ),
+    ),
+    promises=(
+        Promise(
+            "The win rate of system A over system B from pairwise judgments, ties counting half.",
+            ALL_CASES,
+        ),
+        Promise(
+            'judgments: one verdict per compared pair, each exactly "A" (A\'s output is better), '
+            '"B" (B\'s output is better) or "tie"; at least one.',
+            ALL_CASES,
+        ),
+        Promise('(#"A" + 0.5 · #"tie") / len(judgments), a float in [0, 1];', ALL_CASES),
+        Promise(
+            "0.5 means no preference.",
+            why="how to read the value; the formula above (every case) fixes it",
         ),
     ),
 )

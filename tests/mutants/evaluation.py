@@ -294,4 +294,145 @@ MUTANTS = (
         ),
         "counting ties as wins",
     ),
+    # promises of the docstrings (cases added with them)
+    Mutant(
+        "ppl_all_ignored_gives_one",
+        "perplexity",
+        (("return float(torch.exp(nll))", "return float(torch.exp(nll.nan_to_num(0.0)))"),),
+        "every target ignored",
+    ),
+    Mutant(
+        "bleu_smoothed",
+        "bleu",
+        (
+            ("if hyp_len == 0 or min(matches) == 0:", "if hyp_len == 0:"),
+            ("math.log(m / t)", "math.log(max(m, 0.1) / t)"),
+        ),
+        "no smoothing",
+    ),
+    Mutant(
+        "bleu_lowercases",
+        "bleu",
+        (
+            ("hyp = hypothesis.split()", "hyp = hypothesis.lower().split()"),
+            (
+                "refs = [stream[i].split() for stream in references]",
+                "refs = [stream[i].lower().split() for stream in references]",
+            ),
+        ),
+        "case-sensitive",
+    ),
+    Mutant(
+        "bleu_longer_reference_on_ties",
+        "bleu",
+        (
+            (
+                "ref_len += min((abs(len(r) - len(hyp)), len(r)) for r in refs)[1]",
+                "ref_len -= min((abs(len(r) - len(hyp)), -len(r)) for r in refs)[1]",
+            ),
+        ),
+        "the LONGER",
+    ),
+    Mutant(
+        "bleu_empty_corpus_divides_by_zero",
+        "bleu",
+        (
+            (
+                "if hyp_len == 0 or min(matches) == 0:",
+                "if min(m / t for m, t in zip(matches, totals, strict=True)) == 0:",
+            ),
+        ),
+        "empty corpus",
+    ),
+    Mutant(
+        "rouge_n_word_characters",
+        "rouge_n",
+        (
+            (
+                'hyp = re.findall(r"[a-z0-9]+", hypothesis.lower())\n'
+                '    ref = re.findall(r"[a-z0-9]+", reference.lower())\n    hyp_grams',
+                'hyp = re.findall(r"\\w+", hypothesis.lower())\n'
+                '    ref = re.findall(r"\\w+", reference.lower())\n    hyp_grams',
+            ),
+        ),
+        "underscores",
+    ),
+    Mutant(
+        "rouge_n_no_zero_guard",
+        "rouge_n",
+        (("precision = overlap / n_hyp if n_hyp else 0.0", "precision = overlap / n_hyp"),),
+        "shorter than n",
+    ),
+    Mutant(
+        "rouge_l_word_characters",
+        "rouge_l",
+        (
+            (
+                'hyp = re.findall(r"[a-z0-9]+", hypothesis.lower())\n'
+                '    ref = re.findall(r"[a-z0-9]+", reference.lower())\n    # table[j]',
+                'hyp = re.findall(r"\\w+", hypothesis.lower())\n'
+                '    ref = re.findall(r"\\w+", reference.lower())\n    # table[j]',
+            ),
+        ),
+        "underscores",
+    ),
+    Mutant(
+        "rouge_l_no_zero_guard",
+        "rouge_l",
+        (("precision = lcs / len(hyp) if hyp else 0.0", "precision = lcs / len(hyp)"),),
+        "no words",
+    ),
+    Mutant(
+        "em_keeps_underscores",
+        "exact_match",
+        (('re.sub(r"[^\\w\\s]|_", "", text.lower())', 're.sub(r"[^\\w\\s]", "", text.lower())'),),
+        "underscore",
+    ),
+    Mutant(
+        "em_articles_inside_words",
+        "exact_match",
+        (('re.sub(r"\\b(a|an|the)\\b", " ", text)', 're.sub(r"(a|an|the)", " ", text)'),),
+        "whole words",
+    ),
+    Mutant(
+        "em_no_predictions_divides_by_zero",
+        "exact_match",
+        (
+            (
+                "return hits / len(predictions) if predictions else 0.0",
+                "return hits / len(predictions)",
+            ),
+        ),
+        "no predictions",
+    ),
+    Mutant(
+        "pass_one_when_n_minus_c_equals_k",
+        "pass_at_k",
+        (("if n - c < k:", "if n - c <= k:"),),
+        "n - c = k",
+    ),
+    Mutant(
+        "kappa_no_single_label_guard",
+        "cohens_kappa",
+        (("    if expected == 1.0:\n        return 1.0\n", ""),),
+        "one label",
+    ),
+    Mutant(
+        "spearman_constant_gives_zero",
+        "spearman_correlation",
+        (
+            (
+                "return float((rx * ry).sum() / torch.sqrt((rx * rx).sum() * (ry * ry).sum()))",
+                "den = torch.sqrt((rx * rx).sum() * (ry * ry).sum())\n"
+                "    return float((rx * ry).sum() / den) if den > 0 else 0.0",
+            ),
+        ),
+        "constant",
+    ),
+    Mutant(
+        "bleu_clip_at_summed_references",
+        "bleu",
+        (("max_ref |= Counter(", "max_ref += Counter("),),
+        "one reference",
+    ),
 )
