@@ -19,7 +19,15 @@ import torch.nn.functional as F
 
 import solutions.architectures as ref
 from autograder.core.cases import call_case, randn
-from autograder.core.spec import Case, ChapterSpec, Exercise, Mistake, Tolerance
+from autograder.core.spec import (
+    ALL_CASES,
+    Case,
+    ChapterSpec,
+    Exercise,
+    Mistake,
+    Promise,
+    Tolerance,
+)
 
 PUBLIC = "autograder.public.architectures"
 
@@ -136,11 +144,22 @@ def _wrong_ngram(**flags: Any) -> type:
 
 
 def _ngram_case(
-    label: str, n: int, k: float, sentences: list[list[str]], queries: list[tuple]
+    label: str,
+    n: int,
+    k: float | None,
+    sentences: list[list[str]],
+    queries: list[tuple],
+    first_fit: list[list[str]] | None = None,
 ) -> Case:
-    calls: list[dict[str, Any]] = [{"method": "fit", "args": [sentences]}]
+    """``k`` None: the constructor's default; ``first_fit``: a fit before the real one."""
+    fit = {"method": "fit", "args": [sentences], "returns_self": True, "label": "fit returns self"}
+    calls: list[dict[str, Any]] = [fit]
+    if first_fit is not None:
+        calls.insert(0, {"method": "fit", "args": [first_fit]})
     for query in queries:
-        if query[0] == "prob":
+        if query[0] == "attribute":
+            calls.append({"attribute": query[1], "label": query[1]})
+        elif query[0] == "prob":
             _, word, context = query
             shown = " ".join(context) if context else "()"
             calls.append(
@@ -155,7 +174,11 @@ def _ngram_case(
                     "label": f"log P({' '.join(words)})",
                 }
             )
-    return {"label": label, "init": {"n": n, "k": k}, "calls": calls}
+    init = {"n": n} if k is None else {"n": n, "k": k}
+    return {"label": label, "init": init, "calls": calls}
+
+
+BIGRAM = "bigram, k=1, fitted on 10 orders"  # the first case's label
 
 
 def _ngram_cases(g: torch.Generator) -> list[Case]:
@@ -169,6 +192,9 @@ def _ngram_cases(g: torch.Generator) -> list[Case]:
             1.0,
             corpus,
             [
+                ("attribute", "vocab"),
+                ("attribute", "ngram_counts"),
+                ("attribute", "context_counts"),
                 ("prob", "i", ("<s>",)),
                 ("prob", "caramel", ("a",)),
                 ("prob", "iced", ("caramel",)),
@@ -205,6 +231,21 @@ def _ngram_cases(g: torch.Generator) -> list[Case]:
             0.0,
             corpus,
             [("prob", "want", ("i",)), ("prob", "latte", ("caramelised",)), ("logprob", odd)],
+        ),
+        _ngram_case(
+            "bigram, k omitted (default 1)",
+            2,
+            None,
+            corpus,
+            [("prob", "caramel", ("a",)), ("prob", "latte", ("caramelised",)), ("logprob", latte)],
+        ),
+        _ngram_case(
+            "fitted twice: the second fit replaces the first",
+            2,
+            1.0,
+            corpus,
+            [("prob", "caramel", ("a",)), ("prob", "tea", ("iced",)), ("logprob", latte)],
+            first_fit=[s.split() for s in CAFE[-4:]],
         ),
     ]
 
@@ -253,6 +294,81 @@ NGRAM = Exercise(
             "log10",
             "your log-probabilities match log base 10: use the natural log (math.log).",
             _wrong_ngram(base=10.0),
+        ),
+    ),
+    promises=(
+        Promise("An n-gram language model with add-k smoothing.", ALL_CASES),
+        Promise(
+            "P(w | c) = (count(c, w) + k) / (count(c) + k * |V|), where c is the n-1 words before "
+            "w,",
+            ALL_CASES,
+        ),
+        Promise(
+            "Each sentence is padded with n-1 ``<s>`` in front and one ``</s>`` at the end, in "
+            "``fit`` and in ``sentence_logprob`` alike.",
+            ALL_CASES,
+        ),
+        Promise(
+            "With k = 0 (no smoothing) a context never seen gives probability 0.",
+            ("bigram without smoothing (k=0)",),
+        ),
+        Promise(
+            "Words are plain Python strings and counts plain dicts: counting is not a tensor "
+            "operation.",
+            (BIGRAM,),
+        ),
+        Promise("n: the order (1 = unigram, 2 = bigram, ...).", ALL_CASES),
+        Promise("k: the smoothing constant.", ALL_CASES),
+        Promise(
+            "vocab: set[str], the vocabulary V (seen words and ``</s>``).",
+            (BIGRAM,),
+        ),
+        Promise(
+            "ngram_counts: dict[tuple[str, ...], int], count(c, w) for each n-gram (c, w).",
+            (BIGRAM,),
+        ),
+        Promise(
+            "context_counts: dict[tuple[str, ...], int], count(c) for each context c.",
+            (BIGRAM,),
+        ),
+        Promise(
+            "n: the order of the model, >= 1.",
+            ("unigram, k=1", BIGRAM, "trigram, k=0.5"),
+        ),
+        Promise(
+            "k: the smoothing constant, >= 0.",
+            ("bigram without smoothing (k=0)", "trigram, k=0.5", "bigram, k omitted (default 1)"),
+        ),
+        Promise(
+            "Count the n-grams of the padded sentences (forgetting any earlier fit).",
+            (BIGRAM, "fitted twice: the second fit replaces the first"),
+        ),
+        Promise("sentences: a list of sentences, each a list of words.", ALL_CASES),
+        Promise("The model itself.", ALL_CASES),
+        Promise("P(word | context) with add-k smoothing.", ALL_CASES),
+        Promise(
+            "word: the next word (a word outside the vocabulary gets the probability of a "
+            "vocabulary word never seen in this context).",
+            (BIGRAM,),
+        ),
+        Promise(
+            "context: the words before it, at least n-1 of them; only the last n-1 are used "
+            "(none for a unigram model).",
+            ("trigram, k=0.5", "unigram, k=1"),
+        ),
+        Promise("The probability, a float in [0, 1].", ALL_CASES),
+        Promise(
+            "log P(sentence), natural log, by the chain rule over the padded sentence.", ALL_CASES
+        ),
+        Promise(
+            "The sentence is padded with n-1 ``<s>`` in front and one ``</s>`` at the end; the "
+            "sum runs over every word of the sentence and the final ``</s>``.",
+            ALL_CASES,
+        ),
+        Promise("tokens: the sentence, a list of words.", ALL_CASES),
+        Promise(
+            "The log-probability, a float (-inf if a factor is 0, possible only with k = 0).",
+            ("bigram without smoothing (k=0)", "trigram, k=0.5"),
         ),
     ),
 )
@@ -320,6 +436,19 @@ RNN = Exercise(
             "your answer matches x Wᵀ + h Uᵀ + b with no activation applied.",
             _rnn_variant("no_activation"),
         ),
+    ),
+    promises=(
+        Promise("One step of an Elman RNN: h' = activation(x W^T + h U^T + b).", ALL_CASES),
+        Promise("x: the input at this step, shape (..., d_in).", ALL_CASES),
+        Promise("h: the previous hidden state, shape (..., d_h).", ALL_CASES),
+        Promise("W: input-to-hidden weights, shape (d_h, d_in).", ALL_CASES),
+        Promise("U: hidden-to-hidden weights, shape (d_h, d_h).", ALL_CASES),
+        Promise("b: bias, shape (d_h,).", ALL_CASES),
+        Promise(
+            "activation: an element-wise function (default ``torch.tanh``).",
+            ("batch of 4, tanh", "leading dims, relu", "d_in=3, d_h=7, identity"),
+        ),
+        Promise("The new hidden state, shape (..., d_h).", ALL_CASES),
     ),
 )
 
@@ -393,6 +522,23 @@ GRU = Exercise(
             _gru_variant("sigmoid_candidate"),
         ),
     ),
+    promises=(
+        Promise("One step of a gated recurrent unit (GRU), without biases.", ALL_CASES),
+        Promise(
+            "z = sigmoid([h, x] W_z^T) (update gate) r = sigmoid([h, x] W_r^T) (reset gate) "
+            "h~ = tanh([r * h, x] W_h^T) (candidate state) h' = (1 - z) * h + z * h~",
+            ALL_CASES,
+        ),
+        Promise("[a, b] is the concatenation along the last dimension, h first.", ALL_CASES),
+        Promise(
+            "(PyTorch's ``nn.GRUCell`` writes the same cell with z and 1 - z swapped",
+            why="a remark on another library's convention; the formula above is what is graded",
+        ),
+        Promise("x: the input, shape (..., d_in).", ALL_CASES),
+        Promise("h: the previous hidden state, shape (..., d_h).", ALL_CASES),
+        Promise("W_z, W_r, W_h: weights, each of shape (d_h, d_h + d_in).", ALL_CASES),
+        Promise("The new hidden state, shape (..., d_h).", ALL_CASES),
+    ),
 )
 
 # ---------------------------------------------------------------------- skipgram_pairs
@@ -400,7 +546,7 @@ GRU = Exercise(
 
 def _pairs_variant(kind: str) -> Callable:
     def pairs(token_ids, window):
-        ids = list(token_ids)
+        ids = token_ids.tolist() if isinstance(token_ids, torch.Tensor) else list(token_ids)
         out = []
         if kind == "by_offset":
             offsets = [o for o in range(-window, window + 1) if o != 0]
@@ -427,6 +573,13 @@ PAIRS = Exercise(
         call_case("7 tokens, window 2", torch.randint(0, 20, (7,), generator=g).tolist(), 2),
         call_case("10 tokens, window 3", torch.randint(0, 6, (10,), generator=g).tolist(), 3),
         call_case("window wider than the text", torch.randint(0, 9, (3,), generator=g).tolist(), 4),
+        call_case(
+            "an int32 tensor of 8 tokens, window 1",
+            torch.randint(0, 30, (8,), generator=g, dtype=torch.int32),
+            1,
+        ),
+        call_case("a single token: no pairs", [int(torch.randint(0, 9, (1,), generator=g))], 2),
+        call_case("an empty text", [], 3),
     ],
     reference=lambda: ref.skipgram_pairs,
     output_names=("pairs",),
@@ -455,6 +608,31 @@ PAIRS = Exercise(
             "your pairs match (context, center): each row is (center id, context id).",
             _pairs_variant("swapped"),
         ),
+    ),
+    promises=(
+        Promise(
+            "The (center, context) pairs of skip-gram: every word with each neighbour.", ALL_CASES
+        ),
+        Promise(
+            "For each position i (in order), every position j with 0 < |i - j| <= window inside "
+            "the sequence (in order of j) gives the pair (token_ids[i], token_ids[j]).",
+            ALL_CASES,
+        ),
+        Promise(
+            "token_ids: the token ids of one text, a list of ints or a 1-D integer tensor (the "
+            "result is on its device).",
+            ("7 tokens, window 2", "an int32 tensor of 8 tokens, window 1"),
+        ),
+        Promise(
+            "window: the largest distance between center and context, >= 1.",
+            (
+                "an int32 tensor of 8 tokens, window 1",
+                "7 tokens, window 2",
+                "window wider than the text",
+            ),
+        ),
+        Promise("A LongTensor of shape (N, 2), rows (center id, context id);", ALL_CASES),
+        Promise("N = 0 gives (0, 2).", ("a single token: no pairs", "an empty text")),
     ),
 )
 
@@ -540,6 +718,27 @@ SGNS = Exercise(
             _sgns_variant("naive"),
         ),
     ),
+    promises=(
+        Promise("The skip-gram negative-sampling loss of word2vec.", ALL_CASES),
+        Promise(
+            "For a center vector c, its true context vector o and K negative vectors n_k: loss = "
+            "-log sigmoid(c . o) - sum_k log sigmoid(-c . n_k), averaged over the batch.",
+            ALL_CASES,
+        ),
+        Promise(
+            "Computed with ``F.logsigmoid``, which stays finite for large scores.",
+            ("large scores (stability)",),
+        ),
+        Promise("center_vecs: shape (..., d), the center words' vectors.", ALL_CASES),
+        Promise("context_vecs: shape (..., d), the true context words' vectors.", ALL_CASES),
+        Promise(
+            "negative_vecs: shape (..., K, d), the sampled negative words' vectors.", ALL_CASES
+        ),
+        Promise(
+            "A scalar tensor: the mean over the batch (every leading position).",
+            ("B=8, d=6, K=3", "leading dims (2, 3), K=5"),
+        ),
+    ),
 )
 
 # ------------------------------------------------------------------ mask_tokens_for_mlm
@@ -585,8 +784,14 @@ def _mlm_batch(g: torch.Generator, B: int, L: int, vocab_size: int) -> torch.Ten
     return ids
 
 
+def _without(ids: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """Ids in [0, V-1) moved to [0, V) without ``mask_id`` (the checker's statistics
+    assume no original token is [MASK])."""
+    return ids + (ids >= mask_id).to(ids.dtype)
+
+
 def _mlm_cases(g: torch.Generator) -> list[Case]:
-    seeds = torch.randint(0, 2**31 - 1, (3,), generator=g).tolist()
+    seeds = torch.randint(0, 2**31 - 1, (5,), generator=g).tolist()
     return [
         {
             **call_case(
@@ -613,7 +818,8 @@ def _mlm_cases(g: torch.Generator) -> list[Case]:
         {
             **call_case(
                 "every ordinary token selected (mask_prob=1)",
-                _mlm_batch(g, 2, 8, 50),
+                # ~90 selected positions: two seeds give the same draws with p < 1e-15
+                _mlm_batch(g, 4, 32, 50),
                 3,
                 50,
                 mask_prob=1.0,
@@ -621,8 +827,52 @@ def _mlm_cases(g: torch.Generator) -> list[Case]:
             ),
             "seed": seeds[2],
         },
+        {
+            # mask_prob and special_token_ids omitted: 15%, and [CLS]/[SEP]/[PAD] ordinary
+            **call_case(
+                "defaults: mask_prob 0.15, no special tokens",
+                _mlm_batch(g, 16, 64, 1000),
+                3,
+                1000,
+            ),
+            "seed": seeds[3],
+        },
+        {
+            # ~325 random replacements over 8 ids: each id other than [MASK] is expected
+            # ~35 times (check_mlm's coverage check needs m / 10 / V >= 40)
+            **call_case(
+                "8 ids, every position selected",
+                _without(torch.randint(0, 7, (57, 57), generator=g, dtype=torch.int32), 3),
+                3,
+                8,
+                mask_prob=1.0,
+            ),
+            "seed": seeds[4],
+        },
     ]
 
+
+MLM_POWER = (
+    "Measured by simulation (a one-off script) over 200 grading seeds (1000..1199; every "
+    "case of each seed, as grading runs them): the reference failed 0/200; each usual wrong "
+    "answer failed 200/200: the Mistakes labels_everywhere, all_mask, no_keep, "
+    "specials_selected, labels_corrupted; the mutants mlm_labels_everywhere, mlm_always_mask, "
+    "mlm_specials_selected, mlm_ignores_generator, mlm_default_mask_prob, "
+    "mlm_random_ids_skip_last, mlm_input_ids_masked_in_place; and the generic in_place, "
+    "ignores:mask_prob, default:mask_prob (0.3), ignores:special_token_ids and "
+    "default:special_token_ids ((0,)). Analytic bounds (check_mlm's 6-sigma thresholds): "
+    "labels, specials, the generator, inputs changed in place and the skipped last id are "
+    "exact checks (probability 1); all_mask is 27 sd and no_keep 18 sd away on the 8-id "
+    "case (m = 3249 selected) and 9 sd on the mask_prob=0.5 case: missed with p < 1e-20; a "
+    "default mask_prob of 0.3 is 13 sd away on the defaults case (1024 positions): missed "
+    "with p ~ 3e-9. An honest answer fails a 6-sd check with p ~ 2e-9 each, 9 checks: "
+    "< 2e-8; the coverage check (every id but [MASK] among ~325 random draws) with p < "
+    "7 exp(-35); two seeds giving equal draws (the generator check) with p < 1e-15. "
+    "Changed for this: the mask_prob=1 case grew from 2x8 to 4x32 tokens (with 2x8 the "
+    "reference failed the generator check for 3 of 20 seeds), the driver now passes the "
+    "case's own input_ids to the first call (an in-place change was invisible), and two cases "
+    "were added (the defaults; 8 ids, for the uniform random replacements)."
+)
 
 MLM = Exercise(
     name="mask_tokens_for_mlm",
@@ -667,6 +917,86 @@ MLM = Exercise(
             _mlm_variant("labels_corrupted"),
         ),
     ),
+    promises=(
+        Promise("BERT's masked-language-model corruption, the 80/10/10 rule.", ALL_CASES),
+        Promise(
+            "Each position whose token is not special is selected independently with "
+            "probability ``mask_prob``.",
+            (
+                "8 sequences of 64, mask_prob=0.15",
+                "16 sequences of 128 (int32), mask_prob=0.5",
+                "every ordinary token selected (mask_prob=1)",
+                "defaults: mask_prob 0.15, no special tokens",
+                "8 ids, every position selected",
+            ),
+        ),
+        Promise(
+            "A selected position becomes ``mask_token_id`` with probability 0.8, a token drawn "
+            "uniformly from [0, vocab_size) with probability 0.1, and stays as it is with "
+            "probability 0.1.",
+            (
+                "16 sequences of 128 (int32), mask_prob=0.5",
+                "defaults: mask_prob 0.15, no special tokens",
+                "8 ids, every position selected",
+            ),
+        ),
+        Promise(
+            "The labels hold the original token at the selected positions and -100 (the "
+            "``ignore_index`` of ``F.cross_entropy``) everywhere else.",
+            ALL_CASES,
+        ),
+        Promise(
+            "Randomness, drawn from ``generator`` in this order, each with the shape of "
+            "``input_ids`` on its device:",
+            ALL_CASES,
+        ),
+        Promise(
+            "0.8 <= u < 0.9: random token; else keep), ``torch.randint(vocab_size)`` (the "
+            "random tokens).",
+            why="the order of the draws is a suggestion (the next sentence): any order that "
+            "gives the documented statistics passes; the 80/10/10 split itself is graded",
+        ),
+        Promise(
+            "Only the statistics are graded, so another order of draws is fine.",
+            why="says how the exercise is graded, not what the function does",
+        ),
+        Promise(
+            "input_ids: integer tensor of token ids, shape (...), e.g. (B, L).",
+            ("8 sequences of 64, mask_prob=0.15", "16 sequences of 128 (int32), mask_prob=0.5"),
+        ),
+        Promise("mask_token_id: the id of [MASK], in [0, vocab_size).", ALL_CASES),
+        Promise(
+            "vocab_size: the number of tokens, >= 1.",
+            ("8 ids, every position selected", "16 sequences of 128 (int32), mask_prob=0.5"),
+        ),
+        Promise(
+            "mask_prob: the probability of selecting a position, in [0, 1].",
+            (
+                "8 sequences of 64, mask_prob=0.15",
+                "16 sequences of 128 (int32), mask_prob=0.5",
+                "every ordinary token selected (mask_prob=1)",
+                "defaults: mask_prob 0.15, no special tokens",
+            ),
+        ),
+        Promise(
+            "special_token_ids: ids never selected ([CLS], [SEP], padding...).",
+            (
+                "8 sequences of 64, mask_prob=0.15",
+                "every ordinary token selected (mask_prob=1)",
+                "defaults: mask_prob 0.15, no special tokens",
+            ),
+        ),
+        Promise("generator: the source of randomness (on the device of input_ids).", ALL_CASES),
+        Promise(
+            "inputs: shape (...), same dtype as input_ids: the corrupted ids.",
+            ("8 sequences of 64, mask_prob=0.15", "16 sequences of 128 (int32), mask_prob=0.5"),
+        ),
+        Promise(
+            "labels: shape (...), same dtype: the original id where selected, else -100.",
+            ("8 sequences of 64, mask_prob=0.15", "16 sequences of 128 (int32), mask_prob=0.5"),
+        ),
+    ),
+    power=MLM_POWER,
 )
 
 # --------------------------------------------------------------------------------- GPT
@@ -703,17 +1033,37 @@ def _wrong_gpt(**flags: Any) -> type:
     return type("WrongGPT", (_WrongGPT,), flags)
 
 
+INIT_LABEL = "the initial weights of a fresh 3-layer model"
+
+
 def _gpt_cases(g: torch.Generator) -> list[Case]:
     a = {"vocab_size": 30, "d_model": 16, "n_layers": 2, "n_heads": 4, "max_seq_len": 12}
     b = {"vocab_size": 24, "d_model": 12, "n_layers": 1, "n_heads": 3, "max_seq_len": 6}
     b["d_ff"] = 20
+    # built without loading weights: the initial weights' statistics are graded
+    # (check_gpt); 64 positions and d_model 64 give every matrix at least 4096 entries
+    c = {"vocab_size": 300, "d_model": 64, "n_layers": 3, "n_heads": 4, "max_seq_len": 64}
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
     return [
         module_case("2 layers", ref.GPT, a, g, torch.randint(0, 30, (2, 9), generator=g)),
         module_case(
             "full length, d_ff=20", ref.GPT, b, g, torch.randint(0, 24, (3, 6), generator=g)
         ),
+        {"label": INIT_LABEL, "init": c, "args": [], "kwargs": {}, "init_seed": seed},
     ]
 
+
+GPT_POWER = (
+    "Only the init case is random (the model's own initial draws, after "
+    "torch.manual_seed(init_seed)); check_gpt accepts each parameter's std within 15% of the "
+    "reference's and its mean within 15% of that std. Every matrix has >= 4096 entries, so an "
+    "honest initialisation (any order of draws) is within 1.1% per sd: a false alarm needs a "
+    "13-sd deviation (< 1e-30 over the 45 parameters). Usual wrong answers: PyTorch's default "
+    "init (Linear std 1/sqrt(3*64) = 0.072 vs 0.02, Embedding std 1, biases not zero) and no "
+    "residual scaling (0.02 vs 0.0082, mutants gpt_default_init, gpt_no_residual_scaling) are "
+    "260% to 5000% off: failed with probability 1; the residual scale 1/sqrt(n_layers) instead "
+    "of 1/sqrt(2 n_layers) is 41% off (> 30 sd): also failed with probability 1."
+)
 
 GPT = Exercise(
     name="GPT",
@@ -721,8 +1071,9 @@ GPT = Exercise(
     summary="embeddings + positions, causal blocks, final norm, tied head",
     make_cases=_gpt_cases,
     reference=lambda: ref.GPT,
-    driver=f"{PUBLIC}:forward_and_param_count",
-    output_names=("logits", "n_parameters"),
+    driver=f"{PUBLIC}:gpt_forward_and_init",
+    checker=f"{PUBLIC}:check_gpt",
+    output_names=("logits", "n_parameters", "initial weights"),
     tolerance=Tolerance(atol=1e-4, rtol=1e-4),
     mistakes=(
         Mistake(
@@ -756,6 +1107,45 @@ GPT = Exercise(
             _wrong_gpt(causal=False),
         ),
     ),
+    promises=(
+        Promise("A decoder-only transformer language model (GPT-2 style).", ALL_CASES),
+        Promise(
+            "logits = lm_head(ln_f(blocks(tok_emb(ids) + pos_emb(positions))))",
+            ("2 layers", "full length, d_ff=20"),
+        ),
+        Promise("Submodules (these names are the state_dict keys):", ALL_CASES),
+        Promise(
+            "Weights start as in GPT-2: normal with std 0.02, biases zero, and the two "
+            "projections that write into the residual stream (``attn.out_proj`` and "
+            "``ff.fc2``) with std 0.02 / sqrt(2 n_layers).",
+            (INIT_LABEL,),
+        ),
+        Promise("vocab_size: V, the number of tokens.", ALL_CASES),
+        Promise(
+            "d_model: the model width; divisible by n_heads.",
+            why="a precondition on the caller's arguments (the docstring promises no error)",
+        ),
+        Promise("n_layers: the number of blocks.", ALL_CASES),
+        Promise("n_heads: attention heads per block.", ("2 layers", "full length, d_ff=20")),
+        Promise(
+            "max_seq_len: the longest input (the number of learned positions).",
+            ("full length, d_ff=20", INIT_LABEL),
+        ),
+        Promise(
+            "d_ff: the MLP width, 4 * d_model when None.",
+            ("2 layers", "full length, d_ff=20", INIT_LABEL),
+        ),
+        Promise("Next-token logits at every position.", ("2 layers", "full length, d_ff=20")),
+        Promise(
+            "input_ids: integer tensor of shape (B, L), L <= max_seq_len.",
+            ("2 layers", "full length, d_ff=20"),
+        ),
+        Promise(
+            "logits: shape (B, L, vocab_size); position t depends on ids 0..t only.",
+            ("2 layers", "full length, d_ff=20"),
+        ),
+    ),
+    power=GPT_POWER,
 )
 
 # ---------------------------------------------------------------------- EncoderDecoder
@@ -808,7 +1198,7 @@ def _encdec_cases(g: torch.Generator) -> list[Case]:
     }
     b = {**a, "vocab_size": 20, "d_model": 12, "n_heads": 3, "n_encoder_layers": 1}
     b.update(n_decoder_layers=2, d_ff=20)
-    return [
+    cases = [
         module_case(
             "source 9, target 6",
             E,
@@ -826,6 +1216,10 @@ def _encdec_cases(g: torch.Generator) -> list[Case]:
             torch.randint(0, 20, (3, 7), generator=g),
         ),
     ]
+    # decode(tgt_ids, memory) is also graded on a memory of another length than the source
+    for case, (B, S, d) in zip(cases, ((2, 4, 16), (3, 8, 12)), strict=True):
+        case["memory"] = randn(g, B, S, d)
+    return cases
 
 
 ENCDEC = Exercise(
@@ -834,8 +1228,8 @@ ENCDEC = Exercise(
     summary="bidirectional encoder, causal decoder with cross-attention",
     make_cases=_encdec_cases,
     reference=lambda: ref.EncoderDecoder,
-    driver=f"{PUBLIC}:forward_and_param_count",
-    output_names=("logits", "n_parameters"),
+    driver=f"{PUBLIC}:encoder_decoder_parts",
+    output_names=("logits", "n_parameters", "encode(src_ids)", "decode(tgt_ids, memory)"),
     tolerance=Tolerance(atol=1e-4, rtol=1e-4),
     mistakes=(
         Mistake(
@@ -869,6 +1263,62 @@ ENCDEC = Exercise(
             _wrong_encdec(cross_residual=False),
         ),
     ),
+    promises=(
+        Promise(
+            "The original transformer: an encoder reads the source, a decoder writes the target.",
+            ALL_CASES,
+        ),
+        Promise("The encoder is a stack of bidirectional (non-causal) pre-norm blocks.", ALL_CASES),
+        Promise("Each decoder layer has three pre-norm sublayers", ALL_CASES),
+        Promise(
+            "y = y + self_attn(ln1(y), mask=causal) y = y + cross_attn(ln2(y), context=memory) "
+            "y = y + ff(ln3(y))",
+            ALL_CASES,
+        ),
+        Promise(
+            "Source and target share one vocabulary, and as in the 2017 paper one matrix serves "
+            "as both embeddings and the output layer.",
+            ALL_CASES,
+        ),
+        Promise(
+            "Positions are learned (the paper found them as good as its sinusoids) and shared "
+            "by both sides.",
+            ALL_CASES,
+        ),
+        Promise("Submodules (these names are the state_dict keys):", ALL_CASES),
+        Promise("vocab_size: V, shared by source and target.", ALL_CASES),
+        Promise(
+            "d_model: the model width; divisible by n_heads.",
+            why="a precondition on the caller's arguments (the docstring promises no error)",
+        ),
+        Promise("n_heads: attention heads in every attention.", ALL_CASES),
+        Promise("n_encoder_layers: encoder blocks, >= 1.", ALL_CASES),
+        Promise("n_decoder_layers: decoder layers, >= 1.", ALL_CASES),
+        Promise("max_seq_len: the longest source or target.", ALL_CASES),
+        Promise(
+            "d_ff: the MLP width, 4 * d_model when None.",
+            ("source 9, target 6", "source 5, target 7, d_ff=20"),
+        ),
+        Promise("Read the source.", ALL_CASES),
+        Promise("src_ids: integer tensor of shape (B, S), S <= max_seq_len.", ALL_CASES),
+        Promise("memory: shape (B, S, d_model), the normalised output of the encoder.", ALL_CASES),
+        Promise("Predict the next target token at every target position.", ALL_CASES),
+        Promise("tgt_ids: integer tensor of shape (B, L), L <= max_seq_len.", ALL_CASES),
+        Promise("memory: shape (B, S, d_model), the output of ``encode``.", ALL_CASES),
+        Promise(
+            "logits: shape (B, L, vocab_size); position t sees target ids 0..t and the whole "
+            "source.",
+            ALL_CASES,
+        ),
+        Promise("decode(tgt_ids, encode(src_ids)).", ALL_CASES),
+        Promise("src_ids: integer tensor of shape (B, S).", ALL_CASES),
+        Promise(
+            "tgt_ids: integer tensor of shape (B, L) (teacher forcing: the target shifted "
+            "right, starting with a start token).",
+            ALL_CASES,
+        ),
+        Promise("logits: shape (B, L, vocab_size).", ALL_CASES),
+    ),
 )
 
 # ------------------------------------------------------------------------------- scale
@@ -901,7 +1351,9 @@ def _count_cases(g: torch.Generator) -> list[Case]:
     return [
         call_case("GPT-3 175B", 96, 12288),
         call_case(f"GPT-3 with {L} layers of width {d}", L, d),
-        call_case(f"small: 3 layers, d={small_d}", 3, small_d, vocab_size=1000, n_ctx=128),
+        call_case(
+            "small: 3 layers, vocab_size=1000, n_ctx=128", 3, small_d, vocab_size=1000, n_ctx=128
+        ),
     ]
 
 
@@ -943,6 +1395,30 @@ COUNT = Exercise(
             _count_variant("no_final_norm"),
         ),
     ),
+    promises=(
+        Promise("The number of parameters of a GPT-2/GPT-3 style model, exactly.", ALL_CASES),
+        Promise(
+            "Token embeddings V d (shared with the output layer, so counted once) and learned "
+            "positions n_ctx d;",
+            ALL_CASES,
+        ),
+        Promise("V d + n_ctx d + n_layers (12 d^2 + 13 d) + 2 d.", ALL_CASES),
+        Promise(
+            "Equals ``sum(p.numel() for p in GPT(V, d, n_layers, h, n_ctx).parameters())``.",
+            ALL_CASES,
+        ),
+        Promise("n_layers: the number of blocks, >= 1.", ALL_CASES),
+        Promise("d_model: the model width d, >= 1.", ALL_CASES),
+        Promise(
+            "vocab_size: V (GPT-2's and GPT-3's byte-level BPE has 50257 tokens).",
+            ("GPT-3 175B", "small: 3 layers, vocab_size=1000, n_ctx=128"),
+        ),
+        Promise(
+            "n_ctx: the number of learned positions (2048 for GPT-3).",
+            ("GPT-3 175B", "small: 3 layers, vocab_size=1000, n_ctx=128"),
+        ),
+        Promise("The parameter count, an int.", ALL_CASES),
+    ),
 )
 
 
@@ -952,6 +1428,7 @@ def _flops_cases(g: torch.Generator) -> list[Case]:
         call_case("GPT-3: 175e9 parameters, 300e9 tokens", 175e9, 300e9),
         call_case("Chinchilla: 70e9 parameters, 1.4e12 tokens", 70e9, 1.4e12),
         call_case(f"{n:g} parameters, 20 tokens each", n, 20 * n),
+        call_case("no tokens (D = 0)", n, 0.0),
     ]
 
 
@@ -981,6 +1458,20 @@ FLOPS = Exercise(
             "your answer is N·D: each parameter costs about 6 FLOPs per token in training.",
             lambda n_params, n_tokens: float(n_params) * n_tokens,
         ),
+    ),
+    promises=(
+        Promise("The compute of training, C = 6 N D floating-point operations.", ALL_CASES),
+        Promise(
+            "Per token and parameter: 2 for the forward pass (a multiply and an add) and 4 for "
+            "the backward pass (gradients with respect to activations and weights).",
+            ALL_CASES,
+        ),
+        Promise("n_params: N, the number of parameters, > 0.", ALL_CASES),
+        Promise(
+            "n_tokens: D, the number of training tokens, >= 0.",
+            ("no tokens (D = 0)", "GPT-3: 175e9 parameters, 300e9 tokens"),
+        ),
+        Promise("C in FLOPs, a float.", ALL_CASES),
     ),
 )
 
@@ -1034,6 +1525,24 @@ CHINCHILLA = Exercise(
             "your answer misses the square root: with D = r·N, C = 6·r·N², so N = sqrt(C / (6 r)).",
             _chinchilla_variant("no_sqrt"),
         ),
+    ),
+    promises=(
+        Promise(
+            "The compute-optimal model size and data for a budget (Chinchilla's rule of thumb).",
+            ALL_CASES,
+        ),
+        Promise(
+            "Train on D = tokens_per_param * N tokens; with C = 6 N D this gives N = sqrt(C / "
+            "(6 * tokens_per_param)) and D = tokens_per_param * N.",
+            ALL_CASES,
+        ),
+        Promise("compute_flops: C, the training budget in FLOPs, > 0.", ALL_CASES),
+        Promise(
+            "tokens_per_param: D / N, about 20 by the Chinchilla paper, > 0.",
+            ("Chinchilla's budget, 6 * 70e9 * 1.4e12", "tokens_per_param=10"),
+        ),
+        Promise("n_params: N, a float.", ALL_CASES),
+        Promise("n_tokens: D, a float.", ALL_CASES),
     ),
 )
 

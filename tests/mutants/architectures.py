@@ -333,4 +333,140 @@ MUTANTS = (
         ),
         "always uses 20",
     ),
+    # added with the docstring promises
+    Mutant(
+        "ngram_default_k_half",
+        "NGramLM",
+        (
+            (
+                "def __init__(self, n: int, k: float = 1.0)",
+                "def __init__(self, n: int, k: float = 0.5)",
+            ),
+        ),
+        "k omitted",
+    ),
+    Mutant(
+        "ngram_fit_accumulates",
+        "NGramLM",
+        (
+            (
+                "        self.ngram_counts, self.context_counts = {}, {}\n        for sentence",
+                "        for sentence",
+            ),
+        ),
+        "fitted twice",
+    ),
+    Mutant(
+        "ngram_counts_renamed",
+        "NGramLM",
+        (
+            (
+                "self.ngram_counts: dict[tuple[str, ...], int] = {}",
+                "self.counts: dict[tuple[str, ...], int] = {}",
+            ),
+            (
+                "self.ngram_counts, self.context_counts = {}, {}",
+                "self.counts, self.context_counts = {}, {}",
+            ),
+            (
+                "self.ngram_counts[gram] = self.ngram_counts.get(gram, 0) + 1",
+                "self.counts[gram] = self.counts.get(gram, 0) + 1",
+            ),
+            (
+                "numerator = self.ngram_counts.get(c + (word,), 0) + self.k",
+                "numerator = self.counts.get(c + (word,), 0) + self.k",
+            ),
+        ),
+        "ngram_counts",
+    ),
+    Mutant(
+        "ngram_fit_returns_none",
+        "NGramLM",
+        (("        return self\n\n    def prob", "        return None\n\n    def prob"),),
+        "fit returns self",
+    ),
+    Mutant(
+        "pairs_int32_kept",
+        "skipgram_pairs",
+        (("ids = token_ids.long()  # (T,)", "ids = token_ids  # (T,)"),),
+        "int32 tensor",
+    ),
+    Mutant(
+        "pairs_empty_flat",
+        "skipgram_pairs",
+        (
+            (
+                "    return torch.stack([ids[centers[valid]], ids[ctx[valid]]], dim=-1)",
+                "    pairs = torch.stack([ids[centers[valid]], ids[ctx[valid]]], dim=-1)\n"
+                "    return pairs if len(pairs) else torch.zeros(0, dtype=torch.long)",
+            ),
+        ),
+        "no pairs",
+    ),
+    Mutant(
+        "mlm_default_mask_prob",
+        "mask_tokens_for_mlm",
+        (("    mask_prob: float = 0.15,", "    mask_prob: float = 0.3,"),),
+        "with mask_prob=0.15",
+    ),
+    Mutant(
+        "mlm_random_ids_skip_last",
+        "mask_tokens_for_mlm",
+        (("        vocab_size, shape, generator=", "        vocab_size - 1, shape, generator="),),
+        "never used the ids",
+    ),
+    Mutant(
+        "gpt_default_init",
+        "GPT",
+        (
+            (
+                "self.lm_head.weight = self.tok_emb.weight  # weight tying\n"
+                "        for name, p in self.named_parameters():",
+                "self.lm_head.weight = self.tok_emb.weight  # weight tying\n"
+                "        for name, p in []:",
+            ),
+        ),
+        "GPT-2's initialisation",
+    ),
+    Mutant(
+        "gpt_no_residual_scaling",
+        "GPT",
+        (
+            (
+                'residual = name.endswith(("attn.out_proj.weight", "ff.fc2.weight"))',
+                "residual = False",
+            ),
+        ),
+        "0.02 / sqrt(2 n_layers)",
+    ),
+    Mutant(
+        "encdec_encode_unnormalised",
+        "EncoderDecoder",
+        (
+            ("return self.ln_enc(x)  # (B, S, d_model)", "return x  # (B, S, d_model)"),
+            (
+                "return self.decode(tgt_ids, self.encode(src_ids))",
+                "return self.decode(tgt_ids, self.ln_enc(self.encode(src_ids)))",
+            ),
+        ),
+        "encode(src_ids)",
+    ),
+    Mutant(
+        "flops_rejects_zero_tokens",
+        "training_flops",
+        (("if n_tokens < 0:", "if n_tokens <= 0:"),),
+        "D = 0",
+    ),
+    Mutant(
+        "mlm_input_ids_masked_in_place",
+        "mask_tokens_for_mlm",
+        (
+            (
+                "    labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))",
+                "    labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))\n"
+                "    input_ids = input_ids.masked_fill_(selected & (u < 0.8), mask_token_id)",
+            ),
+        ),
+        "changed its input in place",
+    ),
 )
