@@ -1429,6 +1429,7 @@ def _flops_cases(g: torch.Generator) -> list[Case]:
         call_case("Chinchilla: 70e9 parameters, 1.4e12 tokens", 70e9, 1.4e12),
         call_case(f"{n:g} parameters, 20 tokens each", n, 20 * n),
         call_case("no tokens (D = 0)", n, 0.0),
+        call_case("integer arguments: 1000 parameters, 20000 tokens", 1000, 20000),
     ]
 
 
@@ -1438,6 +1439,7 @@ FLOPS = Exercise(
     summary="C = 6 N D",
     make_cases=_flops_cases,
     reference=lambda: ref.training_flops,
+    checker=f"{PUBLIC}:check_float",
     output_names=("flops",),
     tolerance=Tolerance(atol=0.0, rtol=1e-9),
     mistakes=(
@@ -1471,7 +1473,10 @@ FLOPS = Exercise(
             "n_tokens: D, the number of training tokens, >= 0.",
             ("no tokens (D = 0)", "GPT-3: 175e9 parameters, 300e9 tokens"),
         ),
-        Promise("C in FLOPs, a float.", ALL_CASES),
+        Promise(
+            "C in FLOPs, a float.",
+            ("integer arguments: 1000 parameters, 20000 tokens", "no tokens (D = 0)"),
+        ),
     ),
 )
 

@@ -18,6 +18,7 @@ solutions/ or a grading spec.
   ``"init_seed"`` instead builds the model without loading weights and answers the
   mean and standard deviation of every initial parameter, which ``check_gpt``
   compares statistically (GPT-2's initialisation is part of the contract).
+- ``check_float``: the usual comparison, but an int where a float is expected fails.
 - ``mlm_draws`` and ``check_mlm``: masking is random, so the grade checks the
   properties and statistics of the answer rather than equality with the
   reference's draws.
@@ -157,6 +158,15 @@ def check_gpt(case: Case, actual: Any, tolerance: Tolerance) -> str | None:
                 "0.02 / sqrt(2 n_layers))"
             )
     return None
+
+
+def check_float(case: Case, actual: Any, tolerance: Tolerance) -> str | None:
+    """Checker: the usual comparison, and a float where a float is expected (the comparison
+    alone accepts an int for a float, e.g. ``6 * N * D`` of integer arguments)."""
+    expected = case["expected"]
+    if isinstance(expected, float) and isinstance(actual, int) and not isinstance(actual, bool):
+        return f"`output` should be a float, got an int ({actual!r}): return float(...)"
+    return compare_outputs(expected, actual, tolerance, ("output",))
 
 
 def _loaded(obj: Any, case: Case) -> torch.nn.Module:

@@ -469,4 +469,15 @@ MUTANTS = (
         ),
         "changed its input in place",
     ),
+    Mutant(
+        "flops_int_for_int_arguments",
+        "training_flops",
+        (
+            (
+                "return 6.0 * float(n_params) * float(n_tokens)",
+                "return 6 * n_params * n_tokens",
+            ),
+        ),
+        "should be a float",
+    ),
 )
