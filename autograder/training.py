@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import unicodedata
 import warnings
 from collections import Counter
@@ -27,7 +28,15 @@ import torch.nn.functional as F
 
 import solutions.training as ref
 from autograder.core.cases import call_case, randn
-from autograder.core.spec import Case, ChapterSpec, Exercise, Mistake, Tolerance
+from autograder.core.spec import (
+    ALL_CASES,
+    Case,
+    ChapterSpec,
+    Exercise,
+    Mistake,
+    Promise,
+    Tolerance,
+)
 
 PUBLIC = "autograder.public.training"
 
@@ -56,6 +65,7 @@ def _normalize_cases(g: torch.Generator) -> list[Case]:
         cases.append(call_case(label, "".join(parts)))
     cases.append(call_case("only whitespace", " \t\n\u00a0 "))
     cases.append(call_case("compatibility characters only", "ﬁ ｆｉ ²³ ℌ ﬀ cafe\u0301"))
+    cases.append(call_case("the empty string", ""))
     return cases
 
 
@@ -102,6 +112,22 @@ NORMALIZE = Exercise(
             _normalize_variant(strip=False),
         ),
     ),
+    promises=(
+        Promise(
+            "Unicode NFKC normalisation, then every run of whitespace becomes one space.",
+            ("mixed words and spaces", "longer text", "compatibility characters only"),
+        ),
+        Promise(
+            "NFKC maps compatibility characters to their plain form",
+            ("mixed words and spaces", "longer text", "compatibility characters only"),
+        ),
+        Promise(
+            "Whitespace is what ``str.split()`` splits on",
+            ("mixed words and spaces", "longer text", "only whitespace"),
+        ),
+        Promise("text: any string.", ("the empty string", "only whitespace", "longer text")),
+        Promise("The normalised string.", ALL_CASES),
+    ),
 )
 
 # ------------------------------------------------------------------------ deduplicate
@@ -118,6 +144,7 @@ def _dedup_cases(g: torch.Generator) -> list[Case]:
     other = _words(g, 30, "v")
     reordered = base[::-1]  # the same words, other shingles
     short = " ".join(_words(g, 2, "s"))
+    other_short = " ".join(_words(g, 2, "t"))
     docs1 = [" ".join(base), short, " ".join(other), " ".join(near), short, " ".join(reordered)]
     a, b, c, d, e, f = (_words(g, 1, x)[0] for x in "abcdef")
     # shingle_size=1: A = {a,b,c,d}; B = {a,b,c,e} (J(A,B) = 3/5); C = {a,b,e,f}
@@ -137,7 +164,26 @@ def _dedup_cases(g: torch.Generator) -> list[Case]:
             [docs1[0], docs1[3]],
             threshold=0.85,
         ),
+        call_case(
+            DEDUP_SHORT,
+            [short, "", other_short, short.replace(" ", "\t"), "", " ".join(other[:3])],
+        ),
     ]
+
+
+# Documents of fewer words than shingle_size (one shingle: all their words) and an empty one
+# (no shingle): the same two words with a tab between them have the same single shingle, a
+# near-duplicate (Jaccard 1) though not an exact one; different short documents share nothing.
+DEDUP_SHORT = "documents shorter than shingle_size and an empty one"
+
+
+DEDUP_CASES = (
+    "duplicates, a near-duplicate and a reordered text",
+    "a chain of near-duplicates, shingle_size=1",
+    "similarity exactly at the threshold, shingle_size=1",
+    "threshold 0.9",
+    "a near-duplicate at 0.854, the default shingle_size",
+)
 
 
 def _dedup_variant(
@@ -208,6 +254,32 @@ DEDUP = Exercise(
             _dedup_variant(keep="last"),
         ),
     ),
+    promises=(
+        Promise(
+            "Drop exact and near-duplicate documents, keeping the first occurrence.",
+            (DEDUP_CASES[0], DEDUP_SHORT),
+        ),
+        Promise(
+            "A document's shingles are the set of its runs of ``shingle_size``",
+            (DEDUP_CASES[0], DEDUP_CASES[4]),
+        ),
+        Promise(
+            "a document with fewer words than that has one shingle, all of its words",
+            (DEDUP_SHORT,),
+        ),
+        Promise("is >= ``threshold``", (DEDUP_CASES[2], DEDUP_CASES[4])),
+        Promise("a near-duplicate of, a document *kept* so far", (DEDUP_CASES[1],)),
+        Promise("docs: the documents, in order.", ALL_CASES),
+        Promise(
+            "threshold: the similarity from which a document counts as a duplicate",
+            (DEDUP_CASES[0], DEDUP_CASES[2], DEDUP_CASES[3]),
+        ),
+        Promise(
+            "shingle_size: the number of words in a shingle (>= 1).",
+            (DEDUP_CASES[1], DEDUP_CASES[4]),
+        ),
+        Promise("The kept documents, in their original order.", ALL_CASES),
+    ),
 )
 
 # ----------------------------------------------------------------------- BPETokenizer
@@ -248,6 +320,13 @@ def _bpe_cases(g: torch.Generator) -> list[Case]:
             "roundtrip": ROUNDTRIP,
         },
     ]
+
+
+BPE_CASES = (
+    "train on a text with tied pairs, no pattern, vocab_size=270",
+    "train with a GPT-2-like chunking pattern, vocab_size=300",
+    "built from the merges [(98, 99), (97, 98), (256, 97), (97, 257), (99, 99)]",
+)
 
 
 class _WrongBPE(ref.BPETokenizer):
@@ -295,6 +374,8 @@ class _WrongBPE(ref.BPETokenizer):
     def decode(self, ids):
         if not self.per_token_decode:
             return super().decode(ids)
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
         return "".join(self.vocab[i].decode("utf-8", errors="replace") for i in ids)
 
 
@@ -309,7 +390,15 @@ BPE = Exercise(
     make_cases=_bpe_cases,
     reference=lambda: ref.BPETokenizer,
     driver=f"{PUBLIC}:bpe_methods",
-    output_names=("merges", "encoded", "decoded", "roundtrip"),
+    output_names=(
+        "merges",
+        "encoded",
+        "decoded",
+        "roundtrip",
+        "decoded from a 1-D tensor",
+        "vocab",
+        "pattern attribute",
+    ),
     tolerance=Tolerance(0.0, 0.0),
     mistakes=(
         Mistake(
@@ -344,6 +433,29 @@ BPE = Exercise(
             _wrong_bpe(per_token_decode=True),
         ),
     ),
+    promises=(
+        Promise("Byte-level byte-pair encoding (BPE), trained from scratch.", ALL_CASES),
+        Promise("Ids 0..255 are the 256 byte values", ALL_CASES),
+        Promise("merge i joins an adjacent pair of ids (a, b) into the new id 256 + i", ALL_CASES),
+        Promise(
+            "merges never cross a chunk boundary",
+            (BPE_CASES[0], BPE_CASES[1]),
+        ),
+        Promise("merges: dict {(a, b): new_id}, in the order the merges were learned", ALL_CASES),
+        Promise("vocab: dict {id: bytes}, the bytes of every id.", ALL_CASES),
+        Promise("pattern: the chunking regular expression, or None.", (BPE_CASES[0], BPE_CASES[1])),
+        Promise("merges: the learned pairs in order; pair i becomes id 256 + i.", (BPE_CASES[2],)),
+        Promise("The token ids of ``text``.", ALL_CASES),
+        Promise("the pair with the smallest new id (the earliest merge)", (BPE_CASES[2],)),
+        Promise("replaying every merge in training order", (BPE_CASES[2],)),
+        Promise("text: any string of Unicode characters.", ALL_CASES),
+        Promise("The ids, a list of ints in [0, len(vocab)).", ALL_CASES),
+        Promise("The text of ``ids``: their bytes joined, read as UTF-8.", ALL_CASES),
+        Promise("become U+FFFD, the replacement character", (BPE_CASES[0],)),
+        Promise("decode(encode(s)) == s.", ALL_CASES),
+        Promise("ids: a list of ids, or a 1-D integer tensor.", ALL_CASES),
+        Promise("The text.", ALL_CASES),
+    ),
 )
 
 # ---------------------------------------------------------------------- cross_entropy
@@ -366,11 +478,31 @@ def _ce_cases(g: torch.Generator) -> list[Case]:
             t3,
             ignore_index=3,
         ),
+        call_case(CE_ALL_IGNORED, randn(g, 2, 3, 5), torch.full((2, 3), -100)),
+        # the last float32 case: also graded in bfloat16 (see dtypes below)
+        call_case(CE_BF16, _near_200_logits(g), torch.randint(40, (4, 2), generator=g)),
     ]
+
+
+CE_ALL_IGNORED = "every target ignored (NaN)"
+CE_BF16 = "logits near 200, also graded in bfloat16 (computed in float32)"
+
+
+def _near_200_logits(g: torch.Generator) -> torch.Tensor:
+    """(4, 2, 40) logits, most rows all 200. In bfloat16 (this case's dtype variant) their
+    logsumexp, 200 + ln 40 = 203.69, rounds to 204 (spacing 1 there), so a log-softmax computed
+    in bfloat16 is off by 0.31 per position, beyond the variant's tolerance (0.03 + 0.03 |x|);
+    in float32 it is exact to bfloat16's rounding of the result."""
+    logits = torch.full((4, 2, 40), 200.0)
+    logits[0, 0] += randn(g, 40, scale=2.0)
+    return logits
 
 
 def _ce_variant(kind: str) -> Callable:
     def ce(logits, targets, ignore_index=-100):
+        dtype = logits.dtype
+        if kind != "no_upcast" and dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()
         if kind == "naive":
             log_probs = torch.log(logits.exp() / logits.exp().sum(-1, keepdim=True))
         else:
@@ -380,10 +512,16 @@ def _ce_variant(kind: str) -> Callable:
         nll = -log_probs.gather(-1, targets.clamp(0, logits.shape[-1] - 1)[..., None])[..., 0]
         nll = torch.where(keep, nll, torch.zeros_like(nll))
         if kind == "sum":
-            return nll.sum()
+            return nll.sum().to(dtype)
         if kind == "mean_all":
-            return nll.sum() / targets.numel()
-        return nll.sum() / keep.sum()
+            return (nll.sum() / targets.numel()).to(dtype)
+        if kind == "all_ignored_zero":
+            return (nll.sum() / keep.sum().clamp_min(1)).to(dtype)
+        if kind == "no_upcast":
+            log_probs = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+            nll = -log_probs.gather(-1, targets.clamp(0, logits.shape[-1] - 1)[..., None])[..., 0]
+            return torch.where(keep, nll, torch.zeros_like(nll)).sum() / keep.sum()
+        return (nll.sum() / keep.sum()).to(dtype)
 
     return ce
 
@@ -394,8 +532,15 @@ CE = Exercise(
     summary="mean negative log-likelihood over the targets that are not ignored",
     make_cases=_ce_cases,
     reference=lambda: ref.cross_entropy,
+    dtypes=("float64", "bfloat16"),
     tolerance=Tolerance(atol=1e-5, rtol=1e-4),
     mistakes=(
+        Mistake(
+            "all_ignored_zero",
+            "your loss is 0 when every target is ignored: the mean over no position is 0 / 0, "
+            "NaN (as F.cross_entropy gives); do not clamp the count.",
+            _ce_variant("all_ignored_zero"),
+        ),
         Mistake(
             "mean_over_all",
             "your loss matches dividing by the number of ALL positions: the mean is over the "
@@ -420,6 +565,41 @@ CE = Exercise(
             "the ignore_index argument.",
             _ce_variant("fixed_ignore"),
         ),
+        Mistake(
+            "no_upcast",
+            "your loss for bfloat16 logits matches a log-softmax computed in bfloat16, whose "
+            "logsumexp is rounded to 8 bits: compute in float32 (logits.float()) for 16-bit "
+            "inputs and cast the result back to the logits' dtype.",
+            _ce_variant("no_upcast"),
+        ),
+    ),
+    promises=(
+        Promise("The mean negative log-likelihood of the targets", ALL_CASES),
+        Promise(
+            "mean over positions with targets != ignore_index",
+            (
+                "(2, 5, 12) logits, three targets ignored",
+                "large logits (scale 200), ignore_index=3",
+            ),
+        ),
+        Promise(
+            "large logits neither overflow nor underflow",
+            ("large logits (scale 200), ignore_index=3",),
+        ),
+        Promise("NaN when every target is ignored.", (CE_ALL_IGNORED,)),
+        Promise("logits: shape (..., V), unnormalised scores.", ALL_CASES),
+        Promise(
+            "targets: integer tensor of shape (...), ids in [0, V) or ignore_index.", ALL_CASES
+        ),
+        Promise(
+            "ignore_index: the target value of positions that do not count.",
+            (
+                "(2, 5, 12) logits, three targets ignored",
+                "large logits (scale 200), ignore_index=3",
+            ),
+        ),
+        Promise("A scalar tensor (shape ()), in the dtype of logits", ALL_CASES),
+        Promise("(computed in float32 for 16-bit inputs)", (CE_BF16,)),
     ),
 )
 
@@ -427,10 +607,10 @@ CE = Exercise(
 
 
 def _batch_cases(g: torch.Generator) -> list[Case]:
-    def case(label, data, batch, block, coverage=False):
+    def case(label, data, batch, block, coverage=False, global_rng=False):
         seed = int(torch.randint(2**31 - 1, (1,), generator=g))
         c = call_case(label, data, batch, block)
-        return {**c, "seed": seed, "coverage": coverage}
+        return {**c, "seed": seed, "coverage": coverage, "global_rng": global_rng}
 
     return [
         case("30 distinct tokens, B=4, T=6", torch.randperm(30, generator=g) + 100, 4, 6),
@@ -438,12 +618,32 @@ def _batch_cases(g: torch.Generator) -> list[Case]:
             "int32 tokens, B=3, T=10", (torch.randperm(50, generator=g) + 7).to(torch.int32), 3, 10
         ),
         case("10 tokens, B=200, T=3", torch.randperm(10, generator=g), 200, 3, coverage=True),
+        case(BATCH_GLOBAL, torch.randperm(40, generator=g), 5, 4, global_rng=True),
     ]
+
+
+BATCH_GLOBAL = "no generator: the global one (seeded), B=5, T=4"
+BATCH_POWER = (
+    "The checker compares with the documented draw itself (the generator seeded per case), so "
+    "it is exact, not statistical; what is random is only the seed. Honest answer: it equals the "
+    "documented draw and fails only if that draw misses an offset in the coverage case, "
+    "P <= 7 * (6/7)^200 = 3e-13. Usual wrong answers: y = x (no_shift) fails the shift check "
+    "on every seed; offsets one short (short_range) never draw offset 6 of the coverage case "
+    "(P(fail) = 1); randperm gives 7 rows for B = 200 (P = 1); ignoring the generator (the "
+    "global one) gives two different batches for two equally seeded generators, P(pass) <= "
+    "24^-4 = 3e-6 from the first case alone; a generator of its own when None differs from the "
+    "globally seeded draw of the last case, P(pass) = 36^-5 = 2e-8. Simulated once over 1000 "
+    "grading seeds (1000..1999): the reference failed 0 times, each of the 4 Mistakes and 4 "
+    "mutants failed 1000 times."
+)
+BATCH_LABELS = ("30 distinct tokens, B=4, T=6", "int32 tokens, B=3, T=10", "10 tokens, B=200, T=3")
 
 
 def _batch_variant(kind: str) -> Callable:
     def get_batch(data, batch_size, block_size, generator=None):
         high = data.shape[0] - block_size - (1 if kind == "short_range" else 0)
+        if kind == "own_generator" and generator is None:
+            generator = torch.Generator()
         o = torch.randint(high, (batch_size,), generator=generator)
         idx = o[:, None] + torch.arange(block_size)
         if kind == "no_shift":
@@ -484,7 +684,35 @@ BATCH = Exercise(
             "replacement, torch.randint(N - block_size, (batch_size,), generator=generator).",
             _batch_variant("randperm"),
         ),
+        Mistake(
+            "own_generator",
+            "with generator=None your offsets match a new torch.Generator() of its own: draw "
+            "from the global generator then (torch.randint(..., generator=None)), so that "
+            "torch.manual_seed makes the batches reproducible.",
+            _batch_variant("own_generator"),
+        ),
     ),
+    promises=(
+        Promise(
+            "Random windows of a token stream, and the same windows one token later.", ALL_CASES
+        ),
+        Promise("The offsets are drawn with exactly one call", ALL_CASES),
+        Promise("(data's device when generator is None)", (BATCH_GLOBAL,)),
+        Promise("y[b, t] is the token that follows x[b, t]", ALL_CASES),
+        Promise(
+            # The boundary of N >= block_size + 1, the last window ending at data[N - 1], is
+            # the largest offset, N - block_size - 1: the coverage case draws it.
+            "data: shape (N,), token ids, N >= block_size + 1.",
+            BATCH_LABELS,
+        ),
+        Promise("batch_size: B, the number of windows.", ALL_CASES),
+        Promise("block_size: T, the length of each window.", ALL_CASES),
+        Promise("generator: the source of randomness", BATCH_LABELS),
+        Promise("(the global one when None)", (BATCH_GLOBAL,)),
+        Promise("x: shape (B, T), dtype and device of data.", ALL_CASES),
+        Promise("y: shape (B, T), x shifted by one position.", ALL_CASES),
+    ),
+    power=BATCH_POWER,
 )
 
 # ------------------------------------------------------------------------ lr_schedule
@@ -496,14 +724,19 @@ def _lr_cases(g: torch.Generator) -> list[Case]:
         {**call_case("warmup 10, total 50", peak, peak / 10, 10, 50), "steps": list(range(61))},
         {**call_case("no warmup, min_lr 0", 3e-4, 0.0, 0, 20), "steps": list(range(26))},
         {**call_case("warmup 3, total 8", 1.0, 0.2, 3, 8), "steps": list(range(12))},
+        {**call_case(LR_NO_DECAY, 0.5, 0.05, 5, 5), "steps": list(range(9))},
     ]
+
+
+LR_NO_DECAY = "warmup 5 = total 5: no decay, min_lr from step 5"
+LR_LABELS = ("warmup 10, total 50", "no warmup, min_lr 0", "warmup 3, total 8")
 
 
 def _lr_variant(kind: str) -> Callable:
     def lr(step, max_lr, min_lr, warmup_steps, total_steps):
         if step < warmup_steps:
             return max_lr * (step + 1 if kind == "warmup_plus_one" else step) / warmup_steps
-        if step >= total_steps and kind != "no_floor":
+        if step >= total_steps and (kind != "no_floor" or total_steps == warmup_steps):
             return min_lr
         start = 0 if kind == "from_zero" else warmup_steps
         p = (step - start) / (total_steps - start)
@@ -547,6 +780,22 @@ LR = Exercise(
             _lr_variant("no_floor"),
         ),
     ),
+    promises=(
+        Promise("Linear warmup, then cosine decay: the learning rate of step ``step``.", ALL_CASES),
+        Promise(
+            "step < warmup_steps: max_lr * step / warmup_steps (0 at step 0)",
+            ("warmup 10, total 50", "warmup 3, total 8", LR_NO_DECAY),
+        ),
+        Promise("min_lr + (max_lr - min_lr) * (1 + cos(pi p)) / 2", LR_LABELS),
+        Promise("step > total_steps", LR_LABELS),
+        Promise("(or total_steps == warmup_steps <= step): min_lr", (LR_NO_DECAY,)),
+        Promise("step: the step, >= 0.", ALL_CASES),
+        Promise("max_lr: the peak learning rate.", ALL_CASES),
+        Promise("min_lr: the final learning rate.", ALL_CASES),
+        Promise("warmup_steps: the length of the warmup, >= 0.", ALL_CASES),
+        Promise("total_steps: the step where the decay ends, >= warmup_steps.", ALL_CASES),
+        Promise("The learning rate, a float.", ALL_CASES),
+    ),
 )
 
 # --------------------------------------------------------------------- clip_grad_norm
@@ -567,11 +816,28 @@ def _clip_cases(g: torch.Generator) -> list[Case]:
             "grads": [randn(g, 7, scale=2.0)],
             "single": True,
         },
+        {
+            **call_case(CLIP_ITERATOR, 1.5),
+            "grads": [randn(g, 4, 4), None, randn(g, 3)],
+            "iterator": True,
+        },
     ]
+
+
+CLIP_ITERATOR = "a generator of parameters (as model.parameters()), norm above max_norm"
 
 
 def _clip_variant(kind: str) -> Callable:
     def clip(parameters, max_norm):
+        if kind == "iterates_twice":  # a generator is empty the second time
+            params = [parameters] if isinstance(parameters, torch.Tensor) else parameters
+            grads = [p.grad for p in params if p.grad is not None]
+            total = torch.stack([g.norm() for g in grads]).norm()
+            coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+            for p in [parameters] if isinstance(parameters, torch.Tensor) else parameters:
+                if p.grad is not None:
+                    p.grad.mul_(coef)
+            return total
         params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
         grads = [p.grad for p in params if p.grad is not None]
         norms = torch.stack([g.norm() for g in grads])
@@ -625,6 +891,38 @@ CLIP = Exercise(
             "sqrt(sum of squares), the norm of the vector of the per-parameter norms.",
             _clip_variant("sum_of_norms"),
         ),
+        Mistake(
+            "iterates_twice",
+            "your gradients are not scaled when the parameters come as a generator "
+            "(model.parameters()): a generator is empty the second time it is iterated; make "
+            "a list of them first.",
+            _clip_variant("iterates_twice"),
+        ),
+    ),
+    promises=(
+        Promise("Scale all gradients together so their global L2 norm is at most", ALL_CASES),
+        Promise(
+            "every gradient is multiplied, in place, by min(1, max_norm / (total + 1e-6))",
+            (
+                "three parameters, norm above max_norm",
+                "norm below max_norm, one parameter without grad",
+                CLIP_ITERATOR,
+            ),
+        ),
+        Promise(
+            "Parameters without a gradient are skipped.",
+            ("norm below max_norm, one parameter without grad", CLIP_ITERATOR),
+        ),
+        Promise(
+            "parameters: a tensor or an iterable of tensors (``model.parameters()``).",
+            (
+                "a single tensor, max_norm=0.5",
+                "three parameters, norm above max_norm",
+                CLIP_ITERATOR,
+            ),
+        ),
+        Promise("max_norm: the largest global norm allowed, > 0.", ALL_CASES),
+        Promise("total: a scalar tensor, the global norm *before* clipping.", ALL_CASES),
     ),
 )
 
@@ -663,7 +961,24 @@ def _adam_cases(g: torch.Generator) -> list[Case]:
             "lrs": [0.01 * (t + 1) for t in range(10)],
             **problem([(6,)], 10),
         },
+        {
+            "label": ADAM_DEFAULTS,
+            "init": {},
+            "closure": True,
+            **problem([(5, 3), (4,)], 12),
+        },
     ]
+
+
+# lr 1e-3 moves a parameter by about 1e-3 a step: over 12 steps a wrong default lr (1e-2,
+# 3e-4) is far outside the tolerance.
+ADAM_DEFAULTS = "every default (lr 1e-3), gradients set by a closure passed to step, 12 steps"
+ADAM_LABELS = (
+    "two parameters, lr=0.05, 8 steps",
+    "two parameter groups (weight decay 0.1 and 0), eps=0.1, betas (0.8, 0.9), a parameter "
+    "without grad, 6 steps",
+    "the learning rate changed before every step, weight_decay=0.5, 10 steps",
+)
 
 
 def _adam_variant(
@@ -672,6 +987,7 @@ def _adam_variant(
     decay_times_lr: bool = True,
     eps_inside: bool = False,
     cached_lr: bool = False,
+    closure_loss: bool = True,
 ) -> type:
     class WrongAdamW(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
@@ -682,6 +998,10 @@ def _adam_variant(
 
         @torch.no_grad()
         def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
             for gi, group in enumerate(self.param_groups):
                 lr = self.initial_lrs[gi] if cached_lr else group["lr"]
                 (b1, b2), eps, wd = group["betas"], group["eps"], group["weight_decay"]
@@ -690,20 +1010,22 @@ def _adam_variant(
                         continue
                     st = self.state[p]
                     if not st:
-                        st["step"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
+                        st["step"] = 0
+                        st["exp_avg"], st["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
                     st["step"] += 1
                     t, grad = st["step"], p.grad
                     if decoupled:
                         p.mul_(1 - (lr * wd if decay_times_lr else wd))
                     else:
                         grad = grad + wd * p
-                    st["m"].mul_(b1).add_(grad, alpha=1 - b1)
-                    st["v"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                    m_hat, v_hat = st["m"], st["v"]
+                    st["exp_avg"].mul_(b1).add_(grad, alpha=1 - b1)
+                    st["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                    m_hat, v_hat = st["exp_avg"], st["exp_avg_sq"]
                     if bias_correction:
                         m_hat, v_hat = m_hat / (1 - b1**t), v_hat / (1 - b2**t)
                     denom = (v_hat + eps).sqrt() if eps_inside else v_hat.sqrt() + eps
                     p.sub_(lr * m_hat / denom)
+            return loss if closure_loss else None
 
     return WrongAdamW
 
@@ -715,7 +1037,7 @@ ADAMW = Exercise(
     make_cases=_adam_cases,
     reference=lambda: ref.AdamW,
     driver=f"{PUBLIC}:optimizer_trajectory",
-    output_names=("trajectory",),
+    output_names=("trajectory", "what step returned (NaN: None)", "state"),
     tolerance=Tolerance(atol=1e-5, rtol=1e-4),
     mistakes=(
         Mistake(
@@ -748,6 +1070,39 @@ ADAMW = Exercise(
             "group['lr'] (and the other hyperparameters) at every step, a schedule changes it.",
             _adam_variant(cached_lr=True),
         ),
+        Mistake(
+            "closure_loss_dropped",
+            "your step(closure) returns None: call the closure (under torch.enable_grad()) "
+            "and return the loss it gives.",
+            _adam_variant(closure_loss=False),
+        ),
+    ),
+    promises=(
+        Promise("Adam with decoupled weight decay (Loshchilov & Hutter)", ALL_CASES),
+        Promise("p <- p * (1 - lr * weight_decay)", ALL_CASES),
+        Promise("m and v start at zero", ALL_CASES),
+        Promise(
+            "The hyperparameters are read from each parameter group at every step",
+            (ADAM_LABELS[1], ADAM_LABELS[2]),
+        ),
+        Promise("Parameters whose grad is None are left alone.", (ADAM_LABELS[1],)),
+        Promise(
+            "params: an iterable of parameters, or of dicts (parameter groups).",
+            (ADAM_LABELS[0], ADAM_LABELS[1]),
+        ),
+        Promise("lr: the learning rate, >= 0.", (ADAM_LABELS[0], ADAM_DEFAULTS)),
+        Promise("betas: (beta1, beta2), each in [0, 1).", (ADAM_LABELS[0], ADAM_LABELS[1])),
+        Promise("eps: added to the denominator, >= 0.", (ADAM_LABELS[1],)),
+        Promise(
+            "weight_decay: the decoupled weight decay, >= 0.",
+            (ADAM_LABELS[0], ADAM_LABELS[1], ADAM_LABELS[2]),
+        ),
+        Promise("One update of every parameter that has a gradient.", ALL_CASES),
+        Promise(
+            "closure: optional, a function that recomputes and returns the loss.",
+            (ADAM_LABELS[0], ADAM_DEFAULTS),
+        ),
+        Promise("The closure's loss, or None.", ALL_CASES),
     ),
 )
 
@@ -755,15 +1110,22 @@ ADAMW = Exercise(
 
 
 def _loop_cases(g: torch.Generator) -> list[Case]:
-    def case(label, vocab, n, seed_scale, **kwargs):
+    def case(label, vocab, n, seed_scale, default_optimizer=False, **kwargs):
         walk = torch.cumsum(torch.randint(-1, 2, (n,), generator=g), 0) % vocab  # learnable
+        state = {"table.weight": randn(g, vocab, vocab, scale=seed_scale)}
+        extra: dict[str, Any] = {}
+        if default_optimizer:  # a GainBigram: a bias too, and logits times 8
+            state["bias"] = randn(g, vocab, scale=0.5)
+            extra = {"default_optimizer": True, "gain": 8.0}
+            extra["default_progress"] = "weight_decay" not in kwargs
         return {
             "label": label,
             "vocab_size": vocab,
-            "state": {"table.weight": randn(g, vocab, vocab, scale=seed_scale)},
+            "state": state,
             "data": walk,
             "seed": int(torch.randint(2**31 - 1, (1,), generator=g)),
             "kwargs": kwargs,
+            **extra,
         }
 
     return [
@@ -791,7 +1153,57 @@ def _loop_cases(g: torch.Generator) -> list[Case]:
             max_lr=0.3,
             grad_clip=None,
         ),
+        case(
+            LOOP_DEFAULTS,
+            6,
+            150,
+            1.0,
+            default_optimizer=True,
+            steps=10,
+            batch_size=4,
+            block_size=6,
+            max_lr=0.05,
+            warmup_steps=2,
+        ),
+        case(
+            LOOP_DECAY,
+            5,
+            100,
+            1.0,
+            default_optimizer=True,
+            steps=6,
+            batch_size=3,
+            block_size=4,
+            max_lr=0.1,
+            min_lr=0.02,
+            weight_decay=0.5,
+            grad_clip=None,
+        ),
+        case(LOOP_NO_STEP, 5, 40, 1.0, steps=0, batch_size=2, block_size=4, max_lr=0.1),
     ]
+
+
+LOOP_DEFAULTS = (
+    "the default optimizer (AdamW, betas (0.9, 0.95), no decay of the bias), weight_decay, "
+    "grad_clip and progress by default, 10 steps"
+)
+LOOP_DECAY = "the default optimizer with weight_decay=0.5, no clipping, 6 steps"
+LOOP_NO_STEP = "steps = 0: no step, an empty history"
+LOOP_POWER = (
+    "The loop draws its batches from a generator the driver seeds per case, so a run is "
+    "deterministic given the seed and compared with the reference's run on the same seed "
+    "(tolerance 1e-4): an honest loop gives the same batches, losses, learning rates and "
+    "weights, P(false alarm) = 0 up to float rounding (0 of 200 seeds). Each usual wrong answer "
+    "changes a recorded quantity whatever the seed: no_schedule and schedule_off_by_one the "
+    "learning rates of every step, no_zero_grad the gradient norms from step 2, "
+    "clip_after_step the norms seen by the step (clipping at 0.15 binds), targets_not_shifted "
+    "the losses, default_betas and decay_everything the final weights of the default-optimizer "
+    "case, no clipping by default its weights (gain 8 puts the gradient norms above 1), "
+    "progress ignored the bar, steps = 0 the empty history. Simulated once over 200 grading "
+    "seeds (1000..1199): the reference failed 0 times, each of the 7 Mistakes and 10 mutants "
+    "failed 200 times."
+)
+LOOP_LABELS = ("12 steps, warmup 3, clipping at 0.15", "8 steps, no warmup, no clipping")
 
 
 def _loop_variant(
@@ -800,11 +1212,28 @@ def _loop_variant(
     clip_first: bool = True,
     shifted: bool = True,
     step_offset: int = 0,
+    betas: tuple[float, float] = (0.9, 0.95),
+    decay_all: bool = False,
 ) -> Callable:
     def train(model, data, steps, batch_size, block_size, max_lr=1e-3, min_lr=None,
               warmup_steps=0, weight_decay=0.1, grad_clip=1.0, optimizer=None, generator=None,
               progress=True):  # fmt: skip
         min_lr = max_lr / 10 if min_lr is None else min_lr
+        if optimizer is None:
+            params = list(model.parameters())
+            groups = [
+                {
+                    "params": [p for p in params if decay_all or p.dim() >= 2],
+                    "weight_decay": weight_decay,
+                },
+                {
+                    "params": [p for p in params if not decay_all and p.dim() < 2],
+                    "weight_decay": 0.0,
+                },
+            ]
+            optimizer = ref.AdamW([g for g in groups if g["params"]], lr=max_lr, betas=betas)
+        if progress:  # what the driver looks for: tqdm's counter
+            print(f"training: 100%|| {steps}/{steps} [00:00<00:00]", file=sys.stderr)
         losses = []
         for step in range(steps):
             if schedule:
@@ -834,7 +1263,7 @@ LOOP = Exercise(
     make_cases=_loop_cases,
     reference=lambda: ref.train_language_model,
     driver=f"{PUBLIC}:train_loop",
-    output_names=("losses", "learning_rates", "grad_norms", "final_weights"),
+    output_names=("losses", "learning_rates", "grad_norms", "final_weights", "progress bar shown"),
     tolerance=Tolerance(atol=1e-4, rtol=1e-4),
     depends_on=("get_batch", "lr_schedule", "clip_grad_norm", "cross_entropy"),
     mistakes=(
@@ -868,7 +1297,62 @@ LOOP = Exercise(
             "t from 0.",
             _loop_variant(step_offset=1),
         ),
+        Mistake(
+            "default_betas",
+            "your default optimizer matches AdamW with its own default betas (0.9, 0.999): "
+            "the loop's default is AdamW(..., betas=(0.9, 0.95)), as GPT-style pre-training "
+            "uses.",
+            _loop_variant(betas=(0.9, 0.999)),
+        ),
+        Mistake(
+            "decay_everything",
+            "your default optimizer matches weight decay on every parameter: decay only the "
+            "parameters with 2 or more dimensions (p.dim() >= 2); biases and norm gains get "
+            "weight_decay 0 (two parameter groups).",
+            _loop_variant(decay_all=True),
+        ),
     ),
+    promises=(
+        Promise("Train a language model on a token stream", ALL_CASES),
+        Promise("a progress bar shows the loss", (LOOP_DEFAULTS,)),
+        Promise(
+            "1. lr = lr_schedule(t, max_lr, min_lr, warmup_steps, steps)",
+            (*LOOP_LABELS, LOOP_DEFAULTS, LOOP_DECAY),
+        ),
+        Promise("2. x, y = get_batch(data, batch_size, block_size, generator);", ALL_CASES),
+        Promise("3. loss = cross_entropy(model(x), y);", ALL_CASES),
+        Promise("4. optimizer.zero_grad(), then loss.backward();", ALL_CASES),
+        Promise(
+            "5. clip_grad_norm(model.parameters(), grad_clip) unless grad_clip is None;",
+            (*LOOP_LABELS, LOOP_DEFAULTS),
+        ),
+        Promise("6. optimizer.step().", ALL_CASES),
+        Promise("model: any module mapping ids (B, T) to logits (B, T, V)", ALL_CASES),
+        Promise("data: shape (N,), the training tokens.", ALL_CASES),
+        Promise("steps: the number of optimisation steps (>= 0).", (*LOOP_LABELS, LOOP_NO_STEP)),
+        Promise("batch_size: B, windows per step.", ALL_CASES),
+        Promise("block_size: T, tokens per window.", ALL_CASES),
+        Promise("max_lr: the peak learning rate.", ALL_CASES),
+        Promise("min_lr: the final learning rate; max_lr / 10 when None.", LOOP_LABELS),
+        Promise("warmup_steps: the steps of linear warmup.", LOOP_LABELS),
+        Promise(
+            "weight_decay: the decoupled weight decay of the default optimizer.",
+            (LOOP_DEFAULTS, LOOP_DECAY),
+        ),
+        Promise(
+            "grad_clip: the largest global gradient norm, or None", (*LOOP_LABELS, LOOP_DEFAULTS)
+        ),
+        Promise(
+            "optimizer: the optimizer to use; when None", (*LOOP_LABELS, LOOP_DEFAULTS, LOOP_DECAY)
+        ),
+        Promise("generator: the randomness of ``get_batch``.", ALL_CASES),
+        Promise(
+            "progress: show a tqdm progress bar with the loss.",
+            (LOOP_DEFAULTS, *LOOP_LABELS),
+        ),
+        Promise("The loss of every step (before that step's update), a list of floats.", ALL_CASES),
+    ),
+    power=LOOP_POWER,
 )
 
 # ----------------------------------------------------------------------- distributed
@@ -895,23 +1379,36 @@ def _allreduce_cases(g: torch.Generator) -> list[Case]:
     return [
         case("2 ranks, a 4-3-2 MLP", 2, [4, 3, 2]),
         case("3 ranks, a 5-4-3 MLP, one bias frozen (grad None)", 3, [5, 4, 3], ("2.bias",)),
+        {**case(NO_GROUP, 1, [3, 2]), "no_group": True},
     ]
+
+
+NO_GROUP = "one process, no process group: nothing changes"
+ALLREDUCE_LABELS = ("2 ranks, a 4-3-2 MLP", "3 ranks, a 5-4-3 MLP, one bias frozen (grad None)")
 
 
 def _allreduce_variant(kind: str) -> Callable:
     def all_reduce_gradients(model):
-        for p in model.parameters():
-            if p.grad is None:
-                continue
-            if kind == "params":  # averages the weights, leaves the gradients alone
-                dist.all_reduce(p.data)
-                p.data /= dist.get_world_size()
-                continue
-            dist.all_reduce(p.grad)
-            if kind == "halve":
-                p.grad /= 2
-            elif kind != "sum":
+        if not dist.is_initialized():
+            return
+        params = [p for p in model.parameters() if p.grad is not None]
+        field = "data" if kind == "params" else "grad"  # "params": averages the weights
+        if kind == "per_parameter":
+            for p in params:
+                dist.all_reduce(p.grad)
                 p.grad /= dist.get_world_size()
+            return
+        flat = torch.cat([getattr(p, field).reshape(-1) for p in params])
+        dist.all_reduce(flat)
+        if kind == "halve":
+            flat /= 2
+        elif kind != "sum":
+            flat /= dist.get_world_size()
+        start = 0
+        for p in params:
+            n = p.numel()
+            getattr(p, field).copy_(flat[start : start + n].view_as(p))
+            start += n
 
     return all_reduce_gradients
 
@@ -923,7 +1420,7 @@ ALLREDUCE = Exercise(
     make_cases=_allreduce_cases,
     reference=lambda: ref.all_reduce_gradients,
     driver=f"{PUBLIC}:data_parallel_grads",
-    output_names=("grads",),
+    output_names=("grads", "at most one dist.all_reduce call", "returned None"),
     tolerance=Tolerance(atol=1e-5, rtol=1e-4),
     mistakes=(
         Mistake(
@@ -944,6 +1441,27 @@ ALLREDUCE = Exercise(
             "parameters; the optimizer then takes the same step on every rank.",
             _allreduce_variant("params"),
         ),
+        Mistake(
+            "per_parameter",
+            "your gradients are right but travel in one dist.all_reduce per parameter: "
+            "concatenate them into one flat buffer (torch.cat of the flattened gradients), "
+            "all-reduce it once, and copy the slices back.",
+            _allreduce_variant("per_parameter"),
+        ),
+    ),
+    promises=(
+        Promise("Average every gradient of ``model`` over the ranks", ALLREDUCE_LABELS),
+        Promise("every rank holds the mean of all ranks' gradients", ALLREDUCE_LABELS),
+        Promise("All gradients travel in one flat buffer", ALLREDUCE_LABELS),
+        Promise(
+            "Parameters whose grad is None are skipped",
+            ("3 ranks, a 5-4-3 MLP, one bias frozen (grad None)",),
+        ),
+        Promise(
+            "Without an initialised process group (one process), nothing changes.", (NO_GROUP,)
+        ),
+        Promise("model: the replica on this rank, after ``loss.backward()``.", ALL_CASES),
+        Promise("None; the gradients are changed in place.", ALL_CASES),
     ),
 )
 
@@ -974,18 +1492,22 @@ def _parallel_cases(g: torch.Generator, kind: str) -> list[Case]:
             states.append({key: v.clone() for key, v in st.items()})
         flag = "gather_output" if kind == "column" else "input_is_parallel"
         value = (not parallel) if kind == "column" else parallel
+        init = {"in_features": n_in, "out_features": n_out, "bias": bias, flag: value}
+        if bias and not parallel:  # the defaults, bias=True and gather_output=True /
+            del init["bias"], init[flag]  # input_is_parallel=False, by omission
         return {
             "label": label,
             "world_size": world,
-            "init": {"in_features": n_in, "out_features": n_out, "bias": bias, flag: value},
+            "init": init,
             "rank_states": states,
             "rank_inputs": inputs,
             "rank_probes": probes,
         }
 
+    no_group = {**case(LAYER_NO_GROUP, 1, (3,)), "no_group": True}
     if kind == "column":
         return [
-            case("2 ranks, gathered output", 2, (2, 3)),
+            case(COLUMN_LABELS[0], 2, (2, 3)),
             case(
                 "3 ranks, no bias, each rank keeps its slice (gather_output=False)",
                 3,
@@ -993,11 +1515,24 @@ def _parallel_cases(g: torch.Generator, kind: str) -> list[Case]:
                 bias=False,
                 parallel=True,
             ),  # fmt: skip
+            no_group,
         ]
     return [
-        case("2 ranks, full input", 2, (2, 3)),
+        case(ROW_LABELS[0], 2, (2, 3)),
         case("3 ranks, input already split (input_is_parallel=True)", 3, (4,), parallel=True),
+        no_group,
     ]
+
+
+LAYER_NO_GROUP = "one process, no process group: a plain linear layer"
+COLUMN_LABELS = (
+    "2 ranks, gathered output (bias and gather_output by default)",
+    "3 ranks, no bias, each rank keeps its slice (gather_output=False)",
+)
+ROW_LABELS = (
+    "2 ranks, full input (bias and input_is_parallel by default)",
+    "3 ranks, input already split (input_is_parallel=True)",
+)
 
 
 def _grad_summed_over_ranks(x: torch.Tensor) -> torch.Tensor:
@@ -1021,7 +1556,7 @@ class _WrongColumn(ref.ColumnParallelLinear):
         if self.reduce_input_grad and self.world_size > 1 and x.requires_grad:
             x = _grad_summed_over_ranks(x)
         y = F.linear(x, self.weight, self.bias)
-        if not self.gather_output:
+        if not self.gather_output or self.world_size == 1:
             return y
         if self.gather == "autograd":
             with warnings.catch_warnings():  # deprecated in favour of functional collectives
@@ -1069,6 +1604,26 @@ COLUMN = Exercise(
             _wrong_column(gather="detached"),
         ),
     ),
+    promises=(
+        Promise("y = x W^T + b with W split by rows (output features) over the ranks", ALL_CASES),
+        Promise("rank r holds ``weight`` = W[r k : (r+1) k]", COLUMN_LABELS),
+        Promise("With ``gather_output`` the slices are gathered (all-gather)", COLUMN_LABELS),
+        Promise("the input gradients are summed over the ranks (all-reduce)", COLUMN_LABELS),
+        Promise("Without an initialised process group it is one rank", (LAYER_NO_GROUP,)),
+        Promise("weight: ``nn.Parameter`` of shape (out_features / R, in_features).", ALL_CASES),
+        Promise("bias: ``nn.Parameter`` of shape (out_features / R,), or None.", ALL_CASES),
+        Promise("in_features: the input size.", ALL_CASES),
+        Promise("out_features: the full output size; divisible by the world size.", ALL_CASES),
+        Promise("bias: whether there is a bias.", ALL_CASES),
+        Promise(
+            "gather_output: return the full output (True) or this rank's slice.", COLUMN_LABELS
+        ),
+        Promise("x of shape (..., in_features), the same on every rank.", ALL_CASES),
+        Promise(
+            "Shape (..., out_features) with gather_output, else (..., out_features / R).",
+            COLUMN_LABELS,
+        ),
+    ),
 )
 
 
@@ -1080,11 +1635,13 @@ class _WrongRow(ref.RowParallelLinear):
     def forward(self, x):
         k = self.in_features // self.world_size
         if not self.input_is_parallel:
-            if self.reduce_input_grad and x.requires_grad:
+            if self.reduce_input_grad and x.requires_grad and self.world_size > 1:
                 x = _grad_summed_over_ranks(x)
             x = x[..., self.rank * k : (self.rank + 1) * k]
         part = F.linear(x, self.weight, self.bias if self.bias_before else None)
-        if self.reduce == "autograd":
+        if self.world_size == 1:
+            pass
+        elif self.reduce == "autograd":
             with warnings.catch_warnings():  # deprecated in favour of functional collectives
                 warnings.simplefilter("ignore", FutureWarning)
                 part = dist_fn.all_reduce(part)
@@ -1135,6 +1692,28 @@ ROW = Exercise(
             "all-reduces the gradient).",
             _wrong_row(reduce_input_grad=False),
         ),
+    ),
+    promises=(
+        Promise("y = x W^T + b with W split by columns (input features) over the ranks", ALL_CASES),
+        Promise("rank r holds ``weight`` = W[:, r k : (r+1) k]", ROW_LABELS),
+        Promise("the partial products are summed over the ranks (all-reduce)", ROW_LABELS),
+        Promise("Every rank returns the full y.", ROW_LABELS),
+        Promise(
+            "With ``input_is_parallel`` the input already is this rank's slice", (ROW_LABELS[1],)
+        ),
+        Promise("the partial products get the gradient of y unchanged", ROW_LABELS),
+        Promise("Without an initialised process group it is one rank", (LAYER_NO_GROUP,)),
+        Promise("weight: ``nn.Parameter`` of shape (out_features, in_features / R).", ALL_CASES),
+        Promise("bias: ``nn.Parameter`` of shape (out_features,), or None.", ALL_CASES),
+        Promise("in_features: the full input size; divisible by the world size.", ALL_CASES),
+        Promise("out_features: the output size.", ALL_CASES),
+        Promise("bias: whether there is a bias.", ALL_CASES),
+        Promise(
+            "input_is_parallel: the input is this rank's slice (True) or the full x.", ROW_LABELS
+        ),
+        Promise("x of shape (..., in_features), the same on every rank, or with", ROW_LABELS),
+        Promise("input_is_parallel this rank's slice (..., in_features / R).", (ROW_LABELS[1],)),
+        Promise("Shape (..., out_features), the same on every rank.", ALL_CASES),
     ),
 )
 

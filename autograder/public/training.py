@@ -13,9 +13,12 @@ which exists in the grading sandbox too.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import math
 import multiprocessing as mp
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,10 +43,19 @@ def call_with_generator(obj: Any, case: Case) -> Any:
 
     Returns (x, y, x_again, y_again); the second call gets a new generator with
     the same seed, so a function that really draws from ``generator`` repeats itself.
+    With ``case["global_rng"]`` no generator is given: the global generator is
+    seeded with ``case["seed"]`` before each call instead.
     """
     args, kwargs = case.get("args", []), case.get("kwargs", {})
-    x, y = obj(*args, generator=torch.Generator().manual_seed(case["seed"]), **kwargs)
-    x2, y2 = obj(*args, generator=torch.Generator().manual_seed(case["seed"]), **kwargs)
+    answers = []
+    for _ in range(2):
+        if case.get("global_rng"):
+            torch.manual_seed(case["seed"])
+            answers.append(obj(*args, **kwargs))
+        else:
+            generator = torch.Generator().manual_seed(case["seed"])
+            answers.append(obj(*args, generator=generator, **kwargs))
+    (x, y), (x2, y2) = answers
     return x, y, x2, y2
 
 
@@ -69,6 +81,8 @@ def clip_gradients(obj: Any, case: Case) -> tuple[torch.Tensor, list[Any]]:
         p.grad = None if grad is None else grad.clone()
         params.append(p)
     target = params[0] if case.get("single") else params
+    if case.get("iterator"):  # what model.parameters() gives: it can be iterated once
+        target = (p for p in params)
     total = obj(target, *case.get("args", []), **case.get("kwargs", {}))
     if not isinstance(total, int | float | torch.Tensor) or isinstance(total, bool):
         raise TypeError(f"clip_grad_norm should return the total norm, got {type(total).__name__}")
@@ -76,14 +90,18 @@ def clip_gradients(obj: Any, case: Case) -> tuple[torch.Tensor, list[Any]]:
     return total, [None if p.grad is None else p.grad.detach() for p in params]
 
 
-def optimizer_trajectory(obj: Any, case: Case) -> torch.Tensor:
+def optimizer_trajectory(obj: Any, case: Case) -> tuple[Any, ...]:
     """``AdamW``: run ``len(case["noise"])`` steps on a fixed quadratic, record the parameters.
 
     Parameter i starts at ``case["params"][i]`` and gets, at step t, the gradient
     ``curvature[i] * (p - center[i]) + noise[t][i]`` (None for a frozen parameter).
     ``case["groups"]`` lists parameter groups as {"params": [indices], **options};
-    ``case["lrs"]``, when given, is written into every group before each step.
-    Returns all parameters, flattened and concatenated, after each step: (steps, n).
+    ``case["lrs"]``, when given, is written into every group before each step. With
+    ``case["closure"]`` the gradients are set by a closure passed to ``step``, which
+    returns the loss sum(curvature * (p - center)^2 / 2 + noise * p).
+    Returns (all parameters, flattened and concatenated, after each step: (steps, n);
+    what each ``step`` call returned, as a float64 tensor, NaN for None; the state of
+    each parameter at the end, [step, exp_avg, exp_avg_sq], or None without state).
     """
     params = [p.clone().requires_grad_(True) for p in case["params"]]
     groups = case.get("groups")
@@ -95,19 +113,45 @@ def optimizer_trajectory(obj: Any, case: Case) -> torch.Tensor:
     if not isinstance(opt, torch.optim.Optimizer):
         raise TypeError(f"{type(opt).__name__} is not a torch.optim.Optimizer subclass")
     frozen = set(case.get("frozen", []))
-    rows = []
+    rows, returned = [], []
     for t, noise in enumerate(case["noise"]):
         if case.get("lrs") is not None:
             for group in opt.param_groups:
                 group["lr"] = case["lrs"][t]
-        for i, p in enumerate(params):
-            if i in frozen:
-                p.grad = None
-            else:
-                p.grad = case["curvature"][i] * (p.detach() - case["center"][i]) + noise[i]
-        opt.step()
+
+        def set_gradients(noise: list[torch.Tensor] = noise) -> torch.Tensor:
+            loss = torch.zeros((), dtype=torch.float64)
+            for i, p in enumerate(params):
+                if i in frozen:
+                    p.grad = None
+                    continue
+                gap = p.detach() - case["center"][i]
+                p.grad = case["curvature"][i] * gap + noise[i]
+                loss = loss + (case["curvature"][i] * gap**2 / 2 + noise[i] * p.detach()).sum()
+            return loss
+
+        if case.get("closure"):
+            for p in params:
+                p.grad = None  # only the closure sets them
+            result = opt.step(set_gradients)
+        else:
+            set_gradients()
+            result = opt.step()
+        returned.append(math.nan if result is None else float(result))
         rows.append(torch.cat([p.detach().reshape(-1) for p in params]))
-    return torch.stack(rows)
+    state = []
+    for p in params:
+        st = opt.state.get(p, {})
+        if not st:
+            state.append(None)
+            continue
+        keys = ("step", "exp_avg", "exp_avg_sq")
+        if any(k not in st for k in keys):
+            state.append(f"state keys {sorted(map(str, st))}, expected {list(keys)}")
+            continue
+        step = st["step"]
+        state.append([float(step), st["exp_avg"].detach(), st["exp_avg_sq"].detach()])
+    return torch.stack(rows), torch.tensor(returned, dtype=torch.float64), state
 
 
 def _merges_tensor(tok: Any) -> torch.Tensor:
@@ -121,14 +165,33 @@ def _merges_tensor(tok: Any) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.long).reshape(len(rows), 3)
 
 
-def bpe_methods(obj: Any, case: Case) -> tuple[torch.Tensor, list[Any], list[Any], list[Any]]:
+def _encode(tok: Any, text: str) -> torch.Tensor:
+    ids = tok.encode(text)
+    if not isinstance(ids, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in ids
+    ):
+        raise TypeError(f"encode should return a list of ints, got {type(ids).__name__}")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _vocab(tok: Any) -> Any:
+    """The tokenizer's ``vocab`` as [id, list of bytes] rows in id order, or what is wrong."""
+    vocab = getattr(tok, "vocab", None)
+    if not isinstance(vocab, dict) or not all(isinstance(v, bytes) for v in vocab.values()):
+        return "no `vocab` dict {id: bytes}"
+    return [[int(i), list(vocab[i])] for i in sorted(vocab)]
+
+
+def bpe_methods(obj: Any, case: Case) -> tuple[Any, ...]:
     """``BPETokenizer``: train (``BPETokenizer.train``) or build from merges, then use it.
 
     With ``case["text"]`` the tokenizer is ``obj.train(text, vocab_size[, pattern])``,
     else ``obj(case["merges"], pattern)``. Returns (merges as an (M, 3) tensor of
     [a, b, new_id] rows in learning order, the ids of each text of
-    ``case["encode"]``, the text of each id list of ``case["decode"]``,
-    decode(encode(s)) for each s of ``case["roundtrip"]``).
+    ``case["encode"]`` (encode must return a list of ints), the text of each id list
+    of ``case["decode"]``, decode(encode(s)) for each s of ``case["roundtrip"]``, the
+    text of each id list of ``case["decode"]`` given as a 1-D int64 tensor, the
+    ``vocab`` attribute as [id, bytes] rows, the ``pattern`` attribute).
     """
     pattern = case.get("pattern")
     extra = {} if pattern is None else {"pattern": pattern}
@@ -136,10 +199,20 @@ def bpe_methods(obj: Any, case: Case) -> tuple[torch.Tensor, list[Any], list[Any
         tok = obj.train(case["text"], case["vocab_size"], **extra)
     else:
         tok = obj([tuple(m) for m in case["merges"]], **extra)
-    encoded = [torch.tensor(list(tok.encode(t)), dtype=torch.long) for t in case["encode"]]
+    encoded = [_encode(tok, t) for t in case["encode"]]
     decoded = [tok.decode(list(ids)) for ids in case["decode"]]
     roundtrip = [tok.decode(list(tok.encode(t))) for t in case["roundtrip"]]
-    return _merges_tensor(tok), encoded, decoded, roundtrip
+    from_tensors = [tok.decode(torch.tensor(ids, dtype=torch.long)) for ids in case["decode"]]
+    pattern_attribute = getattr(tok, "pattern", "no `pattern` attribute")
+    return (
+        _merges_tensor(tok),
+        encoded,
+        decoded,
+        roundtrip,
+        from_tensors,
+        _vocab(tok),
+        pattern_attribute,
+    )
 
 
 class Bigram(nn.Module):
@@ -151,6 +224,23 @@ class Bigram(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.table(ids)  # (B, T, V)
+
+
+class GainBigram(Bigram):
+    """A bigram model with a bias (a 1-D parameter) and logits scaled by ``gain``: the model of
+    the cases with the default optimizer (which decays matrices, not biases); a gain of 8
+    makes gradient norms above 1, so the default clipping acts."""
+
+    def __init__(self, vocab_size: int, gain: float) -> None:
+        super().__init__(vocab_size)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+        self.gain = gain
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.gain * (self.table(ids) + self.bias)  # (B, T, V)
+
+
+PROGRESS_BAR = re.compile(r"\d+/\d+ \[")  # tqdm's "12/12 [00:00<00:00, ...]"
 
 
 class RecordingSGD(torch.optim.SGD):
@@ -172,25 +262,36 @@ class RecordingSGD(torch.optim.SGD):
         return super().step(closure)
 
 
-def train_loop(obj: Any, case: Case) -> tuple[torch.Tensor, ...]:
+def train_loop(obj: Any, case: Case) -> tuple[Any, ...]:
     """``train_language_model``: train a bigram model with a recording SGD optimizer.
 
     The loop gets ``optimizer=`` (SGD with momentum 0.9 that records what the
     loop did), ``generator=`` (seeded by ``case["seed"]``) and ``progress=False``.
-    Returns (the loss history, the learning rate of each optimizer step, the
-    gradient norm at each step, the final table of the model).
+    With ``case["default_optimizer"]`` it gets no optimizer (its own AdamW) and
+    trains a :class:`GainBigram` of gain ``case["gain"]``; with
+    ``case["default_progress"]`` no ``progress`` argument is given. Returns (the
+    loss history, the learning rate of each optimizer step, the gradient norm at
+    each step (both empty with the default optimizer), the final parameters of the
+    model, whether a tqdm progress bar was written to stderr).
     """
-    model = Bigram(case["vocab_size"])
+    if case.get("default_optimizer"):
+        model: nn.Module = GainBigram(case["vocab_size"], case["gain"])
+    else:
+        model = Bigram(case["vocab_size"])
     model.load_state_dict(case["state"])
-    opt = RecordingSGD(model.parameters())
-    history = obj(
-        model,
-        case["data"].clone(),
-        optimizer=opt,
-        generator=torch.Generator().manual_seed(case["seed"]),
-        progress=False,
-        **case.get("kwargs", {}),
-    )
+    opt = None if case.get("default_optimizer") else RecordingSGD(model.parameters())
+    extra: dict[str, Any] = {} if opt is None else {"optimizer": opt}
+    if not case.get("default_progress"):
+        extra["progress"] = False
+    shown = io.StringIO()
+    with contextlib.redirect_stderr(shown):
+        history = obj(
+            model,
+            case["data"].clone(),
+            generator=torch.Generator().manual_seed(case["seed"]),
+            **extra,
+            **case.get("kwargs", {}),
+        )
     if isinstance(history, torch.Tensor):
         history = history.reshape(-1).tolist()
     if not isinstance(history, list | tuple):
@@ -200,9 +301,10 @@ def train_loop(obj: Any, case: Case) -> tuple[torch.Tensor, ...]:
     losses = torch.tensor([float(v) for v in history], dtype=torch.float64)
     return (
         losses,
-        torch.tensor(opt.lrs, dtype=torch.float64),
-        torch.tensor(opt.grad_norms, dtype=torch.float64),
-        model.table.weight.detach(),
+        torch.tensor([] if opt is None else opt.lrs, dtype=torch.float64),
+        torch.tensor([] if opt is None else opt.grad_norms, dtype=torch.float64),
+        [p.detach() for p in model.parameters()],
+        bool(PROGRESS_BAR.search(shown.getvalue())),
     )
 
 
@@ -395,23 +497,52 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def data_parallel_grads(obj: Any, case: Case) -> list[list[Any]]:
+@contextlib.contextmanager
+def _counting_all_reduce(counter: list[int]) -> Any:
+    """``torch.distributed.all_reduce`` counts its calls in ``counter`` meanwhile (a call through
+    a name bound before, ``from torch.distributed import all_reduce``, is not seen)."""
+    import torch.distributed as dist
+
+    original = dist.all_reduce
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        counter.append(1)
+        return original(*args, **kwargs)
+
+    dist.all_reduce = counted
+    try:
+        yield
+    finally:
+        dist.all_reduce = original
+
+
+def data_parallel_grads(obj: Any, case: Case) -> tuple[list[list[Any]], list[bool], list[bool]]:
     """``all_reduce_gradients``: each rank's replica holds its own gradients; call obj(model).
 
-    Returns, for every rank, the gradients after the call (None where a
-    parameter had none), in the order of ``named_parameters()``.
+    Returns (for every rank, the gradients after the call (None where a parameter
+    had none), in the order of ``named_parameters()``; for every rank, whether the
+    call made at most one ``dist.all_reduce`` call (one flat buffer); for every
+    rank, whether it returned None). With ``case["no_group"]`` it runs in this
+    process, without a process group, as rank 0 of 1.
     """
 
-    def work(rank: int, world_size: int) -> list[Any]:
+    def work(rank: int, world_size: int) -> tuple[list[Any], bool, bool]:
         model = _mlp(case["sizes"])
         model.load_state_dict(case["state"])
         for name, p in model.named_parameters():
             grad = case["grads"][rank].get(name)
             p.grad = None if grad is None else grad.clone()
-        obj(model)
-        return [None if p.grad is None else p.grad.detach() for p in model.parameters()]
+        calls: list[int] = []
+        with _counting_all_reduce(calls):
+            returned = obj(model)
+        grads = [None if p.grad is None else p.grad.detach() for p in model.parameters()]
+        return grads, len(calls) <= 1, returned is None
 
-    return run_ranks(work, case["world_size"])
+    if case.get("no_group"):
+        per_rank = [work(0, 1)]
+    else:
+        per_rank = run_ranks(work, case["world_size"])
+    return tuple([r[i] for r in per_rank] for i in range(3))  # type: ignore[return-value]
 
 
 def tensor_parallel_layer(obj: Any, case: Case) -> tuple[list[Any], ...]:
@@ -420,7 +551,8 @@ def tensor_parallel_layer(obj: Any, case: Case) -> tuple[list[Any], ...]:
     Rank r builds ``obj(**case["init"])``, loads ``case["rank_states"][r]`` (its
     shard of one full linear layer), runs forward on ``case["rank_inputs"][r]``
     and backward from sum(y * ``case["rank_probes"][r]``). Returns (output,
-    input_grad, weight_grad, bias_grad), each a list with one entry per rank.
+    input_grad, weight_grad, bias_grad), each a list with one entry per rank. With
+    ``case["no_group"]`` it runs in this process, without a process group.
     """
 
     def work(rank: int, world_size: int) -> tuple[Any, ...]:
@@ -446,5 +578,8 @@ def tensor_parallel_layer(obj: Any, case: Case) -> tuple[list[Any], ...]:
             None if bias is None or bias.grad is None else bias.grad,
         )
 
-    per_rank = run_ranks(work, case["world_size"])
+    if case.get("no_group"):  # one process, no process group: a plain linear layer
+        per_rank = [work(0, 1)]
+    else:
+        per_rank = run_ranks(work, case["world_size"])
     return tuple([r[i] for r in per_rank] for i in range(4))

@@ -2,6 +2,13 @@
 
 from tests.mutants import Mutant
 
+READY = (  # the start of a parallel layer's __init__, up to its divisibility check
+    "ready = dist.is_available() and dist.is_initialized()\n"
+    "        self.world_size = dist.get_world_size() if ready else 1\n"
+    "        self.rank = dist.get_rank() if ready else 0\n"
+    "        if "
+)
+
 MUTANTS = (
     # normalize_text
     Mutant(
@@ -375,5 +382,197 @@ MUTANTS = (
         "RowParallelLinear",
         (("x.register_hook(sum_over_ranks)  # backward: each rank fills its own slice", "pass"),),
         "own slice only",
+    ),
+    # cases added with the docstring promises (autograder/training.py)
+    Mutant(
+        "normalize_empty_raises",
+        "normalize_text",
+        (("if not isinstance(text, str):", "if not isinstance(text, str) or not text:"),),
+        "the empty string",
+    ),
+    Mutant(
+        "dedup_short_no_shingle",
+        "deduplicate",
+        (
+            (
+                "count = max(len(words) - shingle_size + 1, 1) if words else 0",
+                "count = max(len(words) - shingle_size + 1, 0)",
+            ),
+        ),
+        "shorter than shingle_size",
+    ),
+    Mutant(
+        "bpe_decode_no_tensor",
+        "BPETokenizer",
+        (("        if isinstance(ids, torch.Tensor):\n", "        if False:\n"),),
+        "ids holds",
+    ),
+    Mutant(
+        "ce_all_ignored_zero",
+        "cross_entropy",
+        (
+            (
+                "return (nll.sum() / keep.sum()).to(logits.dtype)",
+                "return (nll.sum() / keep.sum().clamp_min(1)).to(logits.dtype)",
+            ),
+        ),
+        "loss is 0 when every target is ignored",
+    ),
+    Mutant(
+        "ce_no_upcast",
+        "cross_entropy",
+        (
+            (
+                "work = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) "
+                "else logits",
+                "work = logits",
+            ),
+        ),
+        "computed in bfloat16",
+    ),
+    Mutant(
+        "batch_own_generator",
+        "get_batch",
+        (
+            (
+                "draw_on = generator.device if generator is not None else data.device",
+                "generator = generator if generator is not None else torch.Generator()\n"
+                "    draw_on = generator.device",
+            ),
+        ),
+        "a new torch.Generator() of its own",
+    ),
+    Mutant(
+        "lr_total_equals_warmup",
+        "lr_schedule",
+        (("    if step >= total_steps:", "    if step > total_steps:"),),
+        "warmup 5 = total 5",
+    ),
+    Mutant(
+        "clip_iterates_twice",
+        "clip_grad_norm",
+        (
+            (
+                "for g in grads:\n        g.detach().mul_(scale.to(g.dtype))",
+                "for p in parameters:\n"
+                "        if p.grad is not None:\n"
+                "            p.grad.detach().mul_(scale.to(p.grad.dtype))",
+            ),
+        ),
+        "a generator is empty the second time",
+    ),
+    Mutant(
+        "adamw_closure_dropped",
+        "AdamW",
+        (("loss = closure()", "closure()"),),
+        "returns None",
+    ),
+    Mutant(
+        "adamw_default_lr",
+        "AdamW",
+        (("lr: float = 1e-3,\n        betas", "lr: float = 1e-2,\n        betas"),),
+        "every default",
+    ),
+    Mutant(
+        "loop_default_betas",
+        "train_language_model",
+        (("betas=(0.9, 0.95)", "betas=(0.9, 0.999)"),),
+        "betas (0.9, 0.999)",
+    ),
+    Mutant(
+        "loop_decay_everything",
+        "train_language_model",
+        (
+            (
+                '{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},\n'
+                '            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},',
+                '{"params": params, "weight_decay": weight_decay},',
+            ),
+        ),
+        "weight decay on every parameter",
+    ),
+    Mutant(
+        "loop_no_step_fails",
+        "train_language_model",
+        (
+            (
+                "return torch.stack(losses).tolist() if losses else []",
+                "return torch.stack(losses).tolist()",
+            ),
+        ),
+        "steps = 0",
+    ),
+    Mutant(
+        "loop_no_progress_bar",
+        "train_language_model",
+        (("disable=not progress", "disable=True"),),
+        "progress bar shown",
+    ),
+    Mutant(
+        "loop_default_no_clipping",
+        "train_language_model",
+        (("grad_clip: float | None = 1.0,", "grad_clip: float | None = None,"),),
+        "the default optimizer",
+    ),
+    Mutant(
+        "loop_default_no_decay",
+        "train_language_model",
+        (("weight_decay: float = 0.1,", "weight_decay: float = 0.0,"),),
+        "the default optimizer",
+    ),
+    Mutant(
+        "allreduce_per_parameter",
+        "all_reduce_gradients",
+        (
+            (
+                "    flat = torch.cat([g.reshape(-1) for g in grads])  # (total,)\n"
+                "    dist.all_reduce(flat, op=dist.ReduceOp.SUM)",
+                "    for g in grads:\n"
+                "        dist.all_reduce(g)\n"
+                "    flat = torch.cat([g.reshape(-1) for g in grads])  # (total,)",
+            ),
+        ),
+        "one dist.all_reduce per parameter",
+    ),
+    Mutant(
+        "allreduce_needs_group",
+        "all_reduce_gradients",
+        (
+            (
+                "    if not dist.is_available() or not dist.is_initialized():\n"
+                "        return\n    grads",
+                "    grads",
+            ),
+        ),
+        "no process group",
+    ),
+    Mutant(
+        "column_needs_group",
+        "ColumnParallelLinear",
+        (
+            (
+                READY + "out_features",
+                READY.replace("if ready else", "if True else") + "out_features",
+            ),
+        ),
+        "no process group",
+    ),
+    Mutant(
+        "column_default_slice",
+        "ColumnParallelLinear",
+        (("gather_output: bool = True", "gather_output: bool = False"),),
+        "by default",
+    ),
+    Mutant(
+        "row_needs_group",
+        "RowParallelLinear",
+        ((READY + "in_features", READY.replace("if ready else", "if True else") + "in_features"),),
+        "no process group",
+    ),
+    Mutant(
+        "row_default_parallel_input",
+        "RowParallelLinear",
+        (("input_is_parallel: bool = False,", "input_is_parallel: bool = True,"),),
+        "by default",
     ),
 )
