@@ -122,7 +122,10 @@ SEQUENCE_LOGPROBS = Exercise(
         ),
         Promise("logits: shape (B, L, V).", ALL_CASES),
         Promise("labels: shape (B, L), int64 token ids.", ALL_CASES),
-        Promise("bool (or 0/1), True on the tokens to score", ("a 0/1 int64 loss_mask",)),
+        Promise(
+            "bool (or 0/1), True on the tokens to score",
+            ("prompts and responses of different lengths", "a 0/1 int64 loss_mask"),
+        ),
         Promise("logps: shape (B,), same dtype as logits.", ALL_CASES),
     ),
 )
