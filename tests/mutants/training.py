@@ -492,6 +492,12 @@ MUTANTS = (
         "weight decay on every parameter",
     ),
     Mutant(
+        "loop_weight_decay_ignored",
+        "train_language_model",
+        (('"weight_decay": weight_decay},', '"weight_decay": 0.1},'),),
+        "weight_decay=0.5",
+    ),
+    Mutant(
         "loop_no_step_fails",
         "train_language_model",
         (
