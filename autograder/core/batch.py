@@ -445,6 +445,16 @@ class RunReport:
     abandoned: int = 0  # cancelled submissions still running when grade_all returned
 
 
+def _last_calls(executor: Executor) -> None:
+    """Tell an executor that keeps spare children (the isolated one) that none is needed."""
+    last_calls = getattr(executor, "last_calls", None)
+    if callable(last_calls):
+        try:
+            last_calls()
+        except Exception:  # noqa: BLE001 - only a saving
+            pass
+
+
 class ClassGrader:
     """Grades submissions into an output folder, resuming where an earlier run stopped."""
 
@@ -680,6 +690,8 @@ class ClassGrader:
                     sub = work.get_nowait()
                 except queue.Empty:
                     return
+                if work.empty():  # no child need wait for a next submission
+                    _last_calls(self.executor)
                 try:
                     self._safely(sub, report)
                 finally:
@@ -709,6 +721,12 @@ class ClassGrader:
                 bar.update(1)
         if bar is not None:
             bar.close()
+        close = getattr(self.executor, "close", None)  # its spare children are not needed now
+        if callable(close):
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - the summary is written regardless
+                pass
         report.stopped = self._stop.is_set()
         if report.stopped:
             with self._report_lock:  # what is neither graded nor failed was interrupted

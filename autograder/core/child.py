@@ -1,6 +1,6 @@
 """The student side of grading as its own process: plain data in, plain data out.
 
-``python -m autograder.core.child PLAN_JSON FD [ANSWER_FD]``
+``python -m autograder.core.child PLAN_JSON FD [ANSWER_FD [GO_FD]]``
 
 ``PLAN_JSON`` (written by the parent, read-only here) names the submission, the
 jobs file (``{"jobs": [...], "skip": [...]}``, read with
@@ -10,8 +10,17 @@ runs; if that fails nothing is run). The child reports on the pipe ``FD`` only,
 in the framed messages of :mod:`autograder.core.channel`: the statement being
 loaded, the job being run, and each job's result; with ``ANSWER_FD`` it may also
 ask the parent for the answers of the functions a job names as ``stand_ins``
-(:func:`autograder.core.channel.ask`). The parent compares the
-answers with the expected ones itself: they are never in this process.
+(:func:`autograder.core.channel.ask`; only when the plan's ``"ask"`` is not false).
+The parent compares the answers with the expected ones itself: they are never in
+this process.
+
+With ``GO_FD`` the child is started before its submission is known (a warm
+child: the parent starts the next one while it grades the current one). It
+imports torch, the grader and what the course's notebooks import, then waits for
+one byte on ``GO_FD``; only then does it read ``PLAN_JSON`` (the parent has
+put the submission and the jobs into this child's own private folder meanwhile).
+End of file instead of the byte means it is not needed: it exits, having run
+nothing. Its sandbox is the same as for a child started with its plan.
 
 With ``"probe"`` in the plan the child runs no submission: it tries to read and
 write the paths listed there and prints, as one JSON line, those it could. The
@@ -74,14 +83,59 @@ def _probe(plan: dict[str, Any]) -> int:
     return 0
 
 
+# What the course's notebooks import, imported by a warm child while it waits (a
+# submission that imports them then finds them loaded); none of them is required.
+WARM_IMPORTS = (
+    "torch.nn.functional",
+    "matplotlib.pyplot",
+    "autograder.selfcheck",
+    "course.helpers",
+)
+
+
+def _warm_up() -> None:
+    import importlib
+
+    for name in WARM_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the submission will meet the same error itself
+            pass
+
+
+def _wait_for_go(go_fd: int) -> bool:
+    """Block until the parent says go (True) or closes the pipe (False)."""
+    try:
+        while True:
+            try:
+                return os.read(go_fd, 1) != b""
+            except InterruptedError:  # pragma: no cover - retried by Python already
+                continue
+    except OSError:
+        return False
+    finally:
+        os.close(go_fd)
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) not in (2, 3):
-        print("usage: python -m autograder.core.child PLAN_JSON FD [ANSWER_FD]", file=sys.stderr)
+    if len(argv) not in (2, 3, 4):
+        print(
+            "usage: python -m autograder.core.child PLAN_JSON FD [ANSWER_FD [GO_FD]]",
+            file=sys.stderr,
+        )
         return 2
+    fd = int(argv[1])
+    answer_fd = int(argv[2]) if len(argv) >= 3 else None
+    if len(argv) == 4:
+        import torch  # noqa: F401 - imported while the parent has no submission for us yet
+
+        import autograder.core.runner  # noqa: F401
+
+        _warm_up()
+        if not _wait_for_go(int(argv[3])):
+            return 0
     with open(argv[0], encoding="utf-8") as f:
         plan = json.load(f)
-    fd = int(argv[1])
-    answer_fd = int(argv[2]) if len(argv) == 3 else None
     if plan.get("probe"):
         _confine(plan)
         return _probe(plan)
@@ -90,6 +144,9 @@ def main(argv: list[str]) -> int:
 
     from autograder.core.channel import ask, encode_result, write_frame
     from autograder.core.runner import JobResult, run_jobs
+
+    if not plan.get("ask", True):
+        answer_fd = None
 
     spec = torch.load(plan["jobs_file"], weights_only=True)
     torch.set_num_threads(1)  # the same answer whatever else runs beside it
@@ -134,5 +191,16 @@ def _kill_descendants() -> None:
             pass
 
 
+def _exit_now(status: int) -> None:
+    """Exit without Python's slow shutdown (a second with torch loaded): the results are
+    sent already, and what the student's code left to do at exit is not run."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed or replaced stream
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    _exit_now(main(sys.argv[1:]))

@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import re
 import resource
 import secrets
@@ -49,7 +50,9 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -208,6 +211,95 @@ class _Run:
     work: Path
 
 
+@dataclass
+class _Child:
+    """A started child and what the parent holds of it (a descriptor is None once closed)."""
+
+    proc: subprocess.Popen
+    run: _Run
+    group: Any  # its control group, or None
+    read_fd: int | None  # its frames
+    answer_w: int | None  # the parent's answers to its questions
+    go_w: int | None  # one byte lets it start
+    stderr: _TailReader
+
+
+class _Spawner(threading.Thread):
+    """The one thread of an executor that starts children (see
+    :meth:`IsolatedExecutor._spawn`); ``None`` on its queue ends it."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="llm-course-spawner")
+        self.requests: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+
+    def run(self) -> None:
+        while (request := self.requests.get()) is not None:
+            start, future = request
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(start())
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for it
+                future.set_exception(exc)
+
+
+class _Pool:
+    """An executor's spare children and its spawner thread (nothing of the executor, so
+    that a forgotten executor's spares are killed when it is collected)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.spares: list[Future[_Child]] = []
+        self.spawner: _Spawner | None = None
+
+    def submit(self, start: Callable[[], _Child]) -> Future[_Child]:
+        future: Future[_Child] = Future()
+        with self.lock:
+            if self.spawner is None:
+                self.spawner = _Spawner()
+                self.spawner.start()
+            self.spawner.requests.put((start, future))
+        return future
+
+    def drop(self) -> list[Future[_Child]]:
+        with self.lock:
+            spares, self.spares = self.spares, []
+        return spares
+
+    def shutdown(self) -> None:
+        """Kill the spares and end the spawner thread."""
+        for spare in self.drop():
+            try:
+                _discard_child(spare.result())
+            except Exception:  # noqa: BLE001 - it never started
+                pass
+        with self.lock:
+            spawner, self.spawner = self.spawner, None
+        if spawner is not None:
+            spawner.requests.put(None)
+
+
+def _discard_child(child: _Child) -> None:
+    """Kill a child and remove what it had: its folder, its group, the parent's pipe ends."""
+    try:
+        IsolatedExecutor._kill(child.proc, child.group)
+        child.proc.wait()
+    finally:
+        for fd in (child.read_fd, child.answer_w, child.go_w):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        child.read_fd = child.answer_w = child.go_w = None
+        child.stderr.join(timeout=5)
+        if child.group is not None:
+            child.group.remove()
+        shutil.rmtree(child.run.root, ignore_errors=True)
+
+
 def _safe_name(name: str) -> str:
     stem, suffix = os.path.splitext(name)
     stem = re.sub(r"[^A-Za-z0-9_.\-]", "_", stem)[:100] or "submission"
@@ -236,6 +328,8 @@ def _bwrap_base(tmp_bytes: int) -> list[str]:
 
 
 def _bwrap_command(stage: Path, run: _Run, limits: Limits, hidden: list[Path]) -> list[str]:
+    """The child under bubblewrap; of this run's folder it sees only the submission's
+    folder and the jobs' folder (read-only) and its plan."""
     inner = f"/submission/{run.submission.name}"
     plan = run.root / "plan.json"
     plan.write_text(
@@ -250,14 +344,14 @@ def _bwrap_command(stage: Path, run: _Run, limits: Limits, hidden: list[Path]) -
         str(stage),
         "/grader",
         "--ro-bind",
-        str(run.submission),
-        inner,
+        str(run.submission.parent),
+        "/submission",
         "--ro-bind",
-        str(run.jobs_file),
-        "/jobs/jobs.pt",
+        str(run.jobs_file.parent),
+        "/jobs",
         "--ro-bind",
         str(plan),
-        "/jobs/plan.json",
+        "/plan.json",
         "--chdir",
         "/tmp",
         "--clearenv",
@@ -265,7 +359,7 @@ def _bwrap_command(stage: Path, run: _Run, limits: Limits, hidden: list[Path]) -
     env = {**CHILD_ENV, "HOME": "/tmp", "TMPDIR": "/tmp", "PYTHONPATH": "/grader"}
     for key, value in env.items():
         args += ["--setenv", key, value]
-    return [*args, sys.executable, "-s", "-m", "autograder.core.child", "/jobs/plan.json"]
+    return [*args, sys.executable, "-s", "-m", "autograder.core.child", "/plan.json"]
 
 
 def _confined_command(
@@ -545,6 +639,12 @@ class IsolatedExecutor:
         self._live: set[subprocess.Popen] = set()
         self._cancelled = threading.Event()
         self.use_cgroups = True  # tests turn it off to exercise the polling fallback
+        # a spare child started ahead of each run; it waits, torch imported, for its
+        # submission (:meth:`_take`), and is killed unused by :meth:`close`
+        self.warm = True
+        self._callers = 0  # calls in progress
+        self._pool = _Pool()
+        weakref.finalize(self, self._pool.shutdown)
 
     # -- cancellation -------------------------------------------------------------------------
 
@@ -555,6 +655,7 @@ class IsolatedExecutor:
             live = list(self._live)
         for proc in live:
             self._kill(proc)
+        self.close()
 
     # -- the probe ----------------------------------------------------------------------------
 
@@ -617,20 +718,38 @@ class IsolatedExecutor:
                     "could " + "; ".join(leaks[:5])
                 )
             self._verified = True
+        self._keep_spares()  # the first submission's child starts now
 
     # -- one submission -----------------------------------------------------------------------
+
+    @staticmethod
+    def _layout(root: Path) -> _Run:
+        """The private folders of one child, empty: its submission, its jobs, its work."""
+        sub_dir, jobs_dir, work = root / "submission", root / "jobs", root / "work"
+        for folder in (sub_dir, jobs_dir, work):
+            folder.mkdir(exist_ok=True)
+        return _Run(
+            root=root,
+            submission=sub_dir / "submission.ipynb",  # named when the submission arrives
+            jobs_file=jobs_dir / "jobs.pt",
+            work=work,
+        )
+
+    @staticmethod
+    def _fill(
+        run: _Run, name: str, data: bytes, jobs: list[dict[str, Any]], skip: list[str]
+    ) -> None:
+        """Put the submission (under a safe name) and the jobs into the child's folders."""
+        run.submission = run.submission.parent / _safe_name(name)
+        run.submission.write_bytes(data)
+        torch.save({"jobs": jobs, "skip": skip}, run.jobs_file)
 
     def _prepare(
         self, root: Path, name: str, data: bytes, jobs: list[dict[str, Any]], skip: list[str]
     ) -> _Run:
-        sub_dir, jobs_dir, work = root / "submission", root / "jobs", root / "work"
-        for folder in (sub_dir, jobs_dir, work):
-            folder.mkdir(exist_ok=True)
-        submission = sub_dir / _safe_name(name)
-        submission.write_bytes(data)
-        jobs_file = jobs_dir / "jobs.pt"
-        torch.save({"jobs": jobs, "skip": skip}, jobs_file)
-        return _Run(root=root, submission=submission, jobs_file=jobs_file, work=work)
+        run = self._layout(root)
+        self._fill(run, name, data, jobs, skip)
+        return run
 
     def _child_env(self, run: _Run) -> dict[str, str]:
         """The environment a child starts with (bubblewrap then sets the sandbox's own)."""
@@ -648,6 +767,122 @@ class IsolatedExecutor:
         landlock = self.mode == "process"
         return [*wrapper, *_confined_command(self.stage, run, self._hidden, landlock)]
 
+    # -- warm children ------------------------------------------------------------------------
+
+    def _spawn(self) -> _Child:
+        """Start a child in its own sandbox, control group and private folder, with no
+        submission yet: it imports torch and the grader, then waits for :meth:`_go`.
+
+        Runs in the spawner thread only (bubblewrap ends its child when the thread that
+        started it ends, so that thread must outlive every child).
+        """
+        root = Path(tempfile.mkdtemp(prefix="llm-course-run-"))
+        run = self._layout(root)
+        group = (
+            cgroups.create(self.limits.memory_bytes, self.limits.processes)
+            if self.use_cgroups
+            else None
+        )
+        read_fd, write_fd = os.pipe()  # frames, to the parent
+        question_r, answer_w = os.pipe()  # the parent's answers, to the child
+        go_r, go_w = os.pipe()  # one byte: the submission is in place
+        ends = (write_fd, question_r, go_r)
+        try:
+            cmd = [*self._command(run), *map(str, ends)]
+            if group is not None:
+                cmd = group.join_command(cmd)
+            extra: dict[str, Any] = {}
+            if not _limit_wrapper(self.limits):
+                extra["preexec_fn"] = lambda: _set_limits(self.limits)
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                pass_fds=ends,
+                env=self._child_env(run),
+                cwd=str(run.work),
+                **extra,
+            )
+        except BaseException:
+            for fd in (read_fd, answer_w, go_w):
+                os.close(fd)
+            if group is not None:
+                group.remove()
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        finally:
+            for fd in ends:
+                os.close(fd)
+        with self._lock:
+            self._live.add(proc)
+        if self._cancelled.is_set():
+            self._kill(proc)
+        stderr = _TailReader(proc.stderr)
+        stderr.start()
+        return _Child(proc, run, group, read_fd, answer_w, go_w, stderr)
+
+    def _take(self) -> _Child:
+        """A started child no other run has used: a spare if one is alive, else a new one.
+
+        Either way a spare is started for the next run, so that its start-up (Python,
+        torch) overlaps the grading of this one.
+        """
+        child = None
+        while child is None:
+            if self._cancelled.is_set():
+                raise GradingCancelled("grading was cancelled")
+            with self._pool.lock:
+                spare = self._pool.spares.pop(0) if self._pool.spares else None
+            child = (spare or self._pool.submit(self._spawn)).result()
+            if child.proc.poll() is not None:  # it died waiting: never give it work
+                self._discard(child)
+                child = None
+        self._keep_spares()
+        return child
+
+    def _keep_spares(self) -> None:
+        """Start spare children, one for each call in progress (at least one), unless
+        grading was cancelled or ``warm`` is off."""
+        if not self.warm or self._cancelled.is_set():
+            return
+        with self._lock:
+            wanted = max(1, self._callers)
+        with self._pool.lock:
+            missing = wanted - len(self._pool.spares)
+        for _ in range(missing):
+            spare = self._pool.submit(self._spawn)
+            with self._pool.lock:
+                self._pool.spares.append(spare)
+
+    def _discard(self, child: _Child) -> None:
+        try:
+            _discard_child(child)
+        finally:
+            with self._lock:
+                self._live.discard(child.proc)
+
+    def last_calls(self) -> None:
+        """No call is coming after those in progress or about to start: start no spare for
+        one (a call that needs another child, after a crash or for stand-ins, starts it).
+        The spares already started are kept for those calls; :meth:`close` undoes it."""
+        self.warm = False
+
+    def close(self) -> None:
+        """Kill the spare children; the executor stays usable (later calls start new ones,
+        and spares again)."""
+        self._drop_spares()
+        self.warm = True
+
+    def _drop_spares(self) -> None:
+        for spare in self._pool.drop():
+            try:
+                child = spare.result()
+            except Exception:  # noqa: BLE001 - it never started
+                continue
+            self._discard(child)
+
     answers_questions = True  # grading.py may pass ``answer`` (stand-ins for dependencies)
 
     def __call__(
@@ -659,110 +894,100 @@ class IsolatedExecutor:
             raise GradingCancelled("grading was cancelled")
         if not self._verified:
             self.verify()
-        path = Path(path)
-        data = path.read_bytes()
+        with self._lock:
+            self._callers += 1
+        try:
+            return self._grade(Path(path).read_bytes(), Path(path).name, jobs, answer)
+        finally:
+            with self._lock:
+                self._callers -= 1
+
+    def _grade(
+        self, data: bytes, name: str, jobs: list[dict[str, Any]], answer: Answer | None
+    ) -> list[JobResult]:
         results: dict[int, JobResult] = {}
         pending = list(range(len(jobs)))
         skip: list[str] = []
         deadline = time.monotonic() + self.limits.submission_seconds
         max_runs = len(jobs) + MAX_RELOADS + 2  # a child that keeps dying is not restarted forever
-        with tempfile.TemporaryDirectory(prefix="llm-course-run-") as tmp:
-            for run_number in range(1, max_runs + 1):
-                if not pending:
-                    break
-                root = Path(tmp) / f"run{run_number}"
-                root.mkdir()
-                run = self._prepare(root, path.name, data, [jobs[i] for i in pending], skip)
-                outcome = self._supervise(run, [jobs[i] for i in pending], deadline, answer)
-                if self._cancelled.is_set():
-                    raise GradingCancelled("grading was cancelled")
-                for local, got in outcome["results"].items():
-                    results[pending[local]] = got
-                if outcome["phase"] == "loading":  # died or hung while loading the submission
-                    key = outcome["loading"]
-                    if key is None or key in skip or len(skip) >= MAX_RELOADS or outcome["late"]:
-                        why = f"loading the submission {outcome['why']}"
-                        for i in pending:
-                            results.setdefault(i, _failure(jobs[i]["exercise"], why))
-                        break
-                    skip.append(key)
-                elif outcome["phase"] == "job":
-                    failed = pending[outcome["job"]]
-                    results.setdefault(failed, _failure(jobs[failed]["exercise"], outcome["why"]))
-                pending = [i for i in pending if i not in results]
-                if outcome["late"]:
+        for _ in range(max_runs):
+            if not pending:
+                break
+            child = self._take()
+            try:
+                self._fill(child.run, name, data, [jobs[i] for i in pending], skip)
+                outcome = self._supervise(child, [jobs[i] for i in pending], deadline, answer)
+            finally:
+                self._discard(child)
+            if self._cancelled.is_set():
+                raise GradingCancelled("grading was cancelled")
+            for local, got in outcome["results"].items():
+                results[pending[local]] = got
+            if outcome["phase"] == "loading":  # died or hung while loading the submission
+                key = outcome["loading"]
+                if key is None or key in skip or len(skip) >= MAX_RELOADS or outcome["late"]:
+                    why = f"loading the submission {outcome['why']}"
                     for i in pending:
-                        results[i] = _failure(
-                            jobs[i]["exercise"],
-                            "not run: the submission "
-                            f"used up its {self.limits.submission_seconds:g} s",
-                        )
+                        results.setdefault(i, _failure(jobs[i]["exercise"], why))
                     break
-            for i in range(len(jobs)):
-                results.setdefault(
-                    i,
-                    _failure(jobs[i]["exercise"], "not run: the grading process kept ending early"),
-                )
+                skip.append(key)
+            elif outcome["phase"] == "job":
+                failed = pending[outcome["job"]]
+                results.setdefault(failed, _failure(jobs[failed]["exercise"], outcome["why"]))
+            pending = [i for i in pending if i not in results]
+            if outcome["late"]:
+                for i in pending:
+                    results[i] = _failure(
+                        jobs[i]["exercise"],
+                        f"not run: the submission used up its {self.limits.submission_seconds:g} s",
+                    )
+                break
+        for i in range(len(jobs)):
+            results.setdefault(
+                i, _failure(jobs[i]["exercise"], "not run: the grading process kept ending early")
+            )
         return [results[i] for i in range(len(jobs))]
+
+    def _go(self, child: _Child, ask: bool) -> None:
+        """Name the submission in the child's plan and let it start."""
+        plan_path = child.run.root / "plan.json"
+        plan = json.loads(plan_path.read_text(encoding="utf-8"))
+        plan["submission"] = str(Path(plan["submission"]).parent / child.run.submission.name)
+        plan["ask"] = ask
+        with open(plan_path, "w", encoding="utf-8") as f:  # the same file: it is bound as such
+            f.write(json.dumps(plan))
+        try:
+            os.write(child.go_w, b"g")
+        except OSError:
+            pass  # it died waiting: its exit is seen and described as any other
+        finally:
+            os.close(child.go_w)
+            child.go_w = None
 
     def _supervise(
         self,
-        run: _Run,
+        child: _Child,
         jobs: list[dict[str, Any]],
         deadline: float,
         answer: Answer | None = None,
     ) -> dict[str, Any]:
-        """Run one child until it ends or overruns; say where it stopped and why."""
+        """Give a child its jobs and watch it until it ends or overruns; say where it stopped
+        and why."""
         count = len(jobs)
         allowed = {name for job in jobs for name in job.get("stand_ins", [])}
-        question_r = answer_w = None
-        if answer is not None and allowed:
-            question_r, answer_w = os.pipe()  # the parent's answers, to the child
-        group = (
-            cgroups.create(self.limits.memory_bytes, self.limits.processes)
-            if self.use_cgroups
-            else None
-        )
-        read_fd, write_fd = os.pipe()
+        asks = answer is not None and bool(allowed)
+        proc, run, group = child.proc, child.run, child.group
         reader = FrameReader(
-            read_fd,
+            child.read_fd,
             [(j["exercise"], len(j["cases"])) for j in jobs],
             self.limits.result_bytes,
-            answer=None if answer_w is None else _answering(answer, allowed),
-            reply_fd=answer_w,
+            answer=_answering(answer, allowed) if asks and answer is not None else None,
+            reply_fd=child.answer_w if asks else None,
         )
-        cmd = [*self._command(run), str(write_fd)]
-        if question_r is not None:
-            cmd.append(str(question_r))
-        if group is not None:
-            cmd = group.join_command(cmd)
-        extra: dict[str, Any] = {}
-        if not _limit_wrapper(self.limits):
-            extra["preexec_fn"] = lambda: _set_limits(self.limits)
-        env = self._child_env(run)
-        try:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                pass_fds=(write_fd,) if question_r is None else (write_fd, question_r),
-                env=env,
-                cwd=str(run.work),
-                **extra,
-            )
-        finally:
-            os.close(write_fd)
-            if question_r is not None:
-                os.close(question_r)
-        with self._lock:
-            self._live.add(proc)
-        if self._cancelled.is_set():
-            self._kill(proc)
+        child.read_fd = None  # the reader closes it
+        self._go(child, asks)
         reader.start()
-        stderr = _TailReader(proc.stderr)
-        stderr.start()
+        stderr = child.stderr
         launched = time.monotonic()
         current, current_since, done_since, why, late = None, launched, None, "", False
         next_poll = launched
@@ -801,12 +1026,8 @@ class IsolatedExecutor:
             proc.wait()
         finally:
             self._kill(proc, group)
-            with self._lock:
-                self._live.discard(proc)
             reader.join(timeout=10)
             stderr.join(timeout=5)
-            if answer_w is not None:
-                os.close(answer_w)
         loading, started, _ = reader.snapshot()
         if reader.error and not why:
             why = reader.error
@@ -818,8 +1039,6 @@ class IsolatedExecutor:
             phase = "job"
         if not why:
             why = self._describe_exit(proc.returncode, stderr.last_line(), group)
-        if group is not None:
-            group.remove()
         return {
             "phase": phase,
             "job": started,
