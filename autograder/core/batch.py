@@ -445,6 +445,16 @@ class RunReport:
     abandoned: int = 0  # cancelled submissions still running when grade_all returned
 
 
+def _import_charts() -> None:
+    """Import what :func:`autograder.core.mistakes.write_charts` draws with (not pyplot,
+    which would choose a backend before the charts choose theirs)."""
+    try:
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
+    except Exception:  # noqa: BLE001 - write_charts says what is missing
+        pass
+
+
 def _last_calls(executor: Executor) -> None:
     """Tell an executor that keeps spare children (the isolated one) that none is needed."""
     last_calls = getattr(executor, "last_calls", None)
@@ -679,6 +689,9 @@ class ClassGrader:
         chapter_errors = len(report.errors)
         self.write_summary()
         bar = progress(len(todo)) if progress else None
+        # the charts' imports (half a second) while the children grade, not after them
+        charts_import = threading.Thread(target=_import_charts, name="charts-import", daemon=True)
+        charts_import.start()
         work: queue.SimpleQueue[Submission] = queue.SimpleQueue()
         for s in todo:
             work.put(s)
@@ -733,6 +746,7 @@ class ClassGrader:
                 report.abandoned = sum(t.is_alive() for t in threads)
                 failed = len(report.errors) - chapter_errors
                 report.interrupted = len(todo) - len(report.graded) - failed
+        charts_import.join(timeout=60)
         report.errors += self.write_summary(charts=True)
         return report
 
