@@ -455,12 +455,12 @@ def _import_charts() -> None:
         pass
 
 
-def _last_calls(executor: Executor) -> None:
-    """Tell an executor that keeps spare children (the isolated one) that none is needed."""
-    last_calls = getattr(executor, "last_calls", None)
-    if callable(last_calls):
+def _calls_ahead(executor: Executor, count: int) -> None:
+    """Tell an executor that starts children ahead (the isolated one) how many will do."""
+    calls_ahead = getattr(executor, "calls_ahead", None)
+    if callable(calls_ahead):
         try:
-            last_calls()
+            calls_ahead(count)
         except Exception:  # noqa: BLE001 - only a saving
             pass
 
@@ -671,6 +671,7 @@ class ClassGrader:
                 report.already += 1
             else:
                 todo.append(s)
+        _calls_ahead(self.executor, len(todo))  # their children start while expectations are made
         failed_chapters: set[ChapterInfo] = set()
         for info in sorted({s.chapter for s in todo}, key=lambda c: c.key):
             if self._stop.is_set():
@@ -703,8 +704,7 @@ class ClassGrader:
                     sub = work.get_nowait()
                 except queue.Empty:
                     return
-                if work.empty():  # no child need wait for a next submission
-                    _last_calls(self.executor)
+                _calls_ahead(self.executor, work.qsize())  # children started for the rest
                 try:
                     self._safely(sub, report)
                 finally:

@@ -67,6 +67,7 @@ from autograder.core.runner import JobResult
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent  # holds autograder/, course/
 MAX_RELOADS = 8  # statements skipped at most while loading one submission
+MAX_SPARES = 2  # children started ahead when more submissions are known to come
 SHM_BYTES = 64 << 20  # the sandbox's /dev/shm
 CHILD_ENV = {  # the child's whole environment: nothing of the grader's own
     "PATH": "/usr/bin:/bin",
@@ -639,9 +640,10 @@ class IsolatedExecutor:
         self._live: set[subprocess.Popen] = set()
         self._cancelled = threading.Event()
         self.use_cgroups = True  # tests turn it off to exercise the polling fallback
-        # a spare child started ahead of each run; it waits, torch imported, for its
-        # submission (:meth:`_take`), and is killed unused by :meth:`close`
+        # spare children started ahead of the runs; each waits, torch imported, for its
+        # submission (:meth:`_take`); those left unused are killed by :meth:`close`
         self.warm = True
+        self._ahead: int | None = None  # calls announced ahead (:meth:`calls_ahead`)
         self._callers = 0  # calls in progress
         self._pool = _Pool()
         weakref.finalize(self, self._pool.shutdown)
@@ -843,12 +845,15 @@ class IsolatedExecutor:
         return child
 
     def _keep_spares(self) -> None:
-        """Start spare children, one for each call in progress (at least one), unless
-        grading was cancelled or ``warm`` is off."""
-        if not self.warm or self._cancelled.is_set():
-            return
+        """Start spare children, one for each call in progress (at least one), or as many
+        as :meth:`calls_ahead` announced (at most :data:`MAX_SPARES`), unless grading was
+        cancelled or ``warm`` is off."""
+        if not self.warm or self._cancelled.is_set() or not self._verified:
+            return  # (verify() starts them once the probe has passed)
         with self._lock:
             wanted = max(1, self._callers)
+            if self._ahead is not None:
+                wanted = min(self._ahead, max(wanted, MAX_SPARES))
         with self._pool.lock:
             missing = wanted - len(self._pool.spares)
         for _ in range(missing):
@@ -863,17 +868,21 @@ class IsolatedExecutor:
             with self._lock:
                 self._live.discard(child.proc)
 
-    def last_calls(self) -> None:
-        """No call is coming after those in progress or about to start: start no spare for
-        one (a call that needs another child, after a crash or for stand-ins, starts it).
-        The spares already started are kept for those calls; :meth:`close` undoes it."""
-        self.warm = False
+    def calls_ahead(self, count: int) -> None:
+        """Say that ``count`` more calls will start after those in progress (a class's
+        queue): up to :data:`MAX_SPARES` children, never more than ``count``, are started
+        ahead for them (a call that needs another child, after a crash or for stand-ins,
+        starts it). The spares already started are kept; :meth:`close` forgets the count."""
+        with self._lock:
+            self._ahead = max(0, count)
+        self._keep_spares()
 
     def close(self) -> None:
         """Kill the spare children; the executor stays usable (later calls start new ones,
         and spares again)."""
         self._drop_spares()
-        self.warm = True
+        with self._lock:
+            self._ahead = None
 
     def _drop_spares(self) -> None:
         for spare in self._pool.drop():
