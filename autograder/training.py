@@ -288,6 +288,14 @@ GPT2_LIKE = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S
 ROUNDTRIP = ["héllo wörld € 😀 日本語", "", "tab\tand\nnewline  ", "ﬁ x² cafe\u0301"]
 
 
+BPE_CASES = (
+    "train on a text with tied pairs, no pattern, vocab_size=270",
+    "train with a GPT-2-like chunking pattern, vocab_size=300",
+    "built from the merges [(98, 99), (97, 98), (256, 97), (97, 257), (99, 99)]",
+    "train on 'aaabcbc' until no pair is left (vocab_size=300); merge_pair",
+)
+
+
 def _bpe_cases(g: torch.Generator) -> list[Case]:
     # Ties: "xy" and "ab" occur equally often and "xy" comes first; the smallest pair wins.
     words = [_pick(g, ["ab", "xy", "ba", "yx", "aab"]) for _ in range(30)]
@@ -319,14 +327,24 @@ def _bpe_cases(g: torch.Generator) -> list[Case]:
             "decode": [[257, 256, 0xE2, 0x82, 0xAC], [259, 258, 260]],
             "roundtrip": ROUNDTRIP,
         },
+        {
+            # (a, a) twice in "aaa" (overlapping) ties (b, c): the smallest pair goes first;
+            # five merges leave one token, so training stops long before vocab_size.
+            "label": BPE_CASES[3],
+            "text": "aaabcbc",
+            "vocab_size": 300,
+            "encode": ["aaabcbc", "aa", "bcb"],
+            "decode": [[256, 97]],
+            "roundtrip": ROUNDTRIP[:2],
+            "merge_pair": [
+                [[97, 97, 97], [97, 97], 256],
+                [[5, 6, 5, 6, 6, 5], [5, 6], 300],
+                [[], [1, 2], 256],
+                [[1], [1, 2], 256],
+                [[2, 1, 2], [1, 2], 257],
+            ],
+        },
     ]
-
-
-BPE_CASES = (
-    "train on a text with tied pairs, no pattern, vocab_size=270",
-    "train with a GPT-2-like chunking pattern, vocab_size=300",
-    "built from the merges [(98, 99), (97, 98), (256, 97), (97, 257), (99, 99)]",
-)
 
 
 class _WrongBPE(ref.BPETokenizer):
@@ -383,6 +401,23 @@ def _wrong_bpe(**flags: Any) -> type:
     return type("WrongBPE", (_WrongBPE,), flags)
 
 
+class _OverlappingBPE(ref.BPETokenizer):
+    """The reference, but merge_pair steps one position after replacing a pair (a, a),
+    so an occurrence overlapping the last one is replaced too."""
+
+    @staticmethod
+    def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+        out, i = [], 0
+        while i < len(ids):
+            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == tuple(pair):
+                out.append(new_id)
+                i += 1 if pair[0] == pair[1] else 2
+            else:
+                out.append(ids[i])
+                i += 1
+        return out
+
+
 BPE = Exercise(
     name="BPETokenizer",
     points=3,
@@ -398,6 +433,7 @@ BPE = Exercise(
         "decoded from a 1-D tensor",
         "vocab",
         "pattern attribute",
+        "merge_pair",
     ),
     tolerance=Tolerance(0.0, 0.0),
     mistakes=(
@@ -432,6 +468,13 @@ BPE = Exercise(
             "be split over several tokens, so join all the bytes first, then decode once.",
             _wrong_bpe(per_token_decode=True),
         ),
+        Mistake(
+            "merge_pair_overlapping",
+            "your ids match merge_pair replacing occurrences that overlap: after replacing the "
+            "pair at positions i and i + 1, go on from i + 2, so with the pair (a, a) the ids "
+            "[a, a, a] become [new_id, a], not [new_id, new_id, a].",
+            _OverlappingBPE,
+        ),
     ),
     promises=(
         Promise("Byte-level byte-pair encoding (BPE), trained from scratch.", ALL_CASES),
@@ -455,6 +498,28 @@ BPE = Exercise(
         Promise("decode(encode(s)) == s.", ALL_CASES),
         Promise("ids: a list of ids, or a 1-D integer tensor.", ALL_CASES),
         Promise("The text.", ALL_CASES),
+        # merge_pair (graded directly on the last case, and through train on every trained one)
+        Promise("Replace every occurrence of ``pair`` in ``ids`` by ``new_id``", BPE_CASES[::3]),
+        Promise("Occurrences do not overlap", (BPE_CASES[3],)),
+        Promise("ids: a list of token ids.", (BPE_CASES[3],)),
+        Promise("pair: the two adjacent ids to join.", (BPE_CASES[3],)),
+        Promise("new_id: the id that replaces them.", (BPE_CASES[3],)),
+        Promise("A new list of ids.", (BPE_CASES[3],)),
+        # train
+        Promise("Learn ``vocab_size - 256`` merges from ``text``.", BPE_CASES[:2]),
+        Promise("the most frequent adjacent pair", (*BPE_CASES[:2], BPE_CASES[3])),
+        Promise("pairs are counted at every position", (BPE_CASES[3],)),
+        Promise("ties broken by the smallest pair", (BPE_CASES[0], BPE_CASES[3])),
+        Promise("it gets the next id and all its occurrences are replaced", BPE_CASES[::3]),
+        Promise("Training stops early when no adjacent pair is left.", (BPE_CASES[3],)),
+        Promise(
+            "Chunks with the same text are counted once with their frequency",
+            why="how to make training fast; the merges learned are the same either way",
+        ),
+        Promise("text: the training text.", (*BPE_CASES[:2], BPE_CASES[3])),
+        Promise("vocab_size: the size of the vocabulary to reach (>= 256).", BPE_CASES[:2]),
+        Promise("pattern: a regular expression whose ``re.findall`` matches", (BPE_CASES[1],)),
+        Promise("The trained tokenizer.", (*BPE_CASES[:2], BPE_CASES[3])),
     ),
 )
 

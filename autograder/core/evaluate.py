@@ -75,26 +75,48 @@ def case_tolerance(case: MaterializedCase, tol: Tolerance) -> Tolerance:
     return Tolerance(max(tol.atol, least.atol), max(tol.rtol, least.rtol))
 
 
-def _matching_mistake(
+def _explained(
+    ex: MaterializedExercise, mistake: str, outputs: list[Any], i: int, tol: Tolerance
+) -> bool:
+    """The student's answer on case i is the mistake's, and the mistake's is wrong there."""
+    case, names = ex["cases"][i], tuple(ex["output_names"])
+    if mistake not in case["mistakes"] or outputs[i] is None:
+        return False
+    wrong, case_tol = case["mistakes"][mistake], case_tolerance(case, tol)
+    return (
+        compare_outputs(wrong, outputs[i], case_tol, names) is None
+        and compare_outputs(case["expected"], wrong, case_tol, names) is not None
+    )
+
+
+def _matching_mistakes(
     ex: MaterializedExercise, outputs: list[Any], failing: list[int], tol: Tolerance
-) -> str:
-    """The name of the mistake whose outputs equal the student's on every failing case."""
-    names = tuple(ex["output_names"])
-    for mistake in ex["hints"]:
-        if all(
-            mistake in ex["cases"][i]["mistakes"]
-            and outputs[i] is not None
-            and compare_outputs(
-                ex["cases"][i]["mistakes"][mistake],
-                outputs[i],
-                case_tolerance(ex["cases"][i], tol),
-                names,
-            )
-            is None
-            for i in failing
-        ):
-            return mistake
-    return ""
+) -> list[tuple[str, int]]:
+    """The usual mistakes that explain the failing cases, each with how many it explains.
+
+    A mistake explains a case when the student's answer there is the mistake's (and the
+    mistake's is wrong). The first mistake (in the spec's order) that explains every
+    failing case is the answer. Otherwise mistakes are chosen greedily, most cases first,
+    each explaining at least one case no earlier one did (at most three): a student who
+    makes a usual mistake and also does something else differently (a second mistake, an
+    output in the wrong dtype) still hears of each mistake recognised.
+    """
+    explains = {
+        mistake: {i for i in failing if _explained(ex, mistake, outputs, i, tol)}
+        for mistake in ex["hints"]
+    }
+    for mistake, cases in explains.items():
+        if len(cases) == len(failing):
+            return [(mistake, len(cases))]
+    chosen: list[tuple[str, int]] = []
+    left = set(failing)
+    while left and len(chosen) < 3:
+        mistake = max(explains, key=lambda m: len(explains[m] & left), default="")
+        if not mistake or not explains[mistake] & left:
+            break
+        chosen.append((mistake, len(explains[mistake] & left)))
+        left -= explains.pop(mistake)
+    return chosen
 
 
 def evaluate_exercise(ex: MaterializedExercise, result: JobResult) -> ExerciseResult:
@@ -128,8 +150,14 @@ def evaluate_exercise(ex: MaterializedExercise, result: JobResult) -> ExerciseRe
     message = f"{describe_case(ex['cases'][first])}: {problem}"
     if len(problems) > 1:
         message += f" ({len(problems)} of {len(ex['cases'])} cases fail)"
-    mistake = _matching_mistake(ex, result["outputs"], [i for i, _ in problems], tol)
-    hint = ex["hints"][mistake] if mistake else ""
+    found = _matching_mistakes(ex, result["outputs"], [i for i, _ in problems], tol)
+    mistake = found[0][0] if found else ""
+    if len(found) == 1 and found[0][1] == len(problems):
+        hint = ex["hints"][mistake]
+    else:
+        hint = " ".join(
+            f"On {n} of the {len(problems)} failing cases, {ex['hints'][m]}" for m, n in found
+        )
     return ExerciseResult(ex["name"], 0, points, STATUS_FAILED, message, hint, mistake)
 
 

@@ -38,6 +38,8 @@ def docstring(obj: Any) -> str:
     parts = [inspect.cleandoc(obj.__doc__ or "")]
     if inspect.isclass(obj):
         for name, member in vars(obj).items():
+            if isinstance(member, classmethod | staticmethod):
+                member = member.__func__
             if inspect.isfunction(member) and (name == "__init__" or not name.startswith("_")):
                 parts.append(inspect.cleandoc(member.__doc__ or ""))
     return "\n\n".join(p for p in parts if p)

@@ -191,7 +191,9 @@ def bpe_methods(obj: Any, case: Case) -> tuple[Any, ...]:
     ``case["encode"]`` (encode must return a list of ints), the text of each id list
     of ``case["decode"]``, decode(encode(s)) for each s of ``case["roundtrip"]``, the
     text of each id list of ``case["decode"]`` given as a 1-D int64 tensor, the
-    ``vocab`` attribute as [id, bytes] rows, the ``pattern`` attribute).
+    ``vocab`` attribute as [id, bytes] rows, the ``pattern`` attribute, and
+    ``obj.merge_pair(ids, pair, new_id)`` for each [ids, pair, new_id] of
+    ``case["merge_pair"]``).
     """
     pattern = case.get("pattern")
     extra = {} if pattern is None else {"pattern": pattern}
@@ -204,6 +206,7 @@ def bpe_methods(obj: Any, case: Case) -> tuple[Any, ...]:
     roundtrip = [tok.decode(list(tok.encode(t))) for t in case["roundtrip"]]
     from_tensors = [tok.decode(torch.tensor(ids, dtype=torch.long)) for ids in case["decode"]]
     pattern_attribute = getattr(tok, "pattern", "no `pattern` attribute")
+    merged = [obj.merge_pair(list(i), tuple(p), n) for i, p, n in case.get("merge_pair", [])]
     return (
         _merges_tensor(tok),
         encoded,
@@ -212,6 +215,7 @@ def bpe_methods(obj: Any, case: Case) -> tuple[Any, ...]:
         from_tensors,
         _vocab(tok),
         pattern_attribute,
+        merged,
     )
 
 

@@ -9,7 +9,11 @@ that mistake. The kinds:
 - ``float32_out``: the answer is right, but floating outputs come back as float32
   whatever the inputs' dtype;
 - ``ignores:P``: the optional parameter ``P`` is dropped (its default always used);
-- ``default:P``: when ``P`` is omitted, another value than the documented default is used.
+- ``default:P``: when ``P`` is omitted, another value than the documented default is used;
+- ``raises_once``: the first call raises (a student's code that breaks on one input).
+
+``source(module, base=...)`` wraps another version of the module's source (a project
+mutant's), which makes a *variant* of that mutant: its mistake plus a generic one.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def _to_float32(value):
 
 @dataclass(frozen=True)
 class GenericMutant:
-    kind: str  # in_place, float32_out, ignores, default
+    kind: str  # in_place, float32_out, ignores, default, raises_once
     exercise: str
     parameter: str = ""
     wrong_default: Any = None
@@ -60,10 +64,11 @@ class GenericMutant:
             self.kind, ""
         )
 
-    def source(self, module: ModuleType) -> str:
+    def source(self, module: ModuleType, base: str | None = None) -> str:
         obj = getattr(module, self.exercise)
         original = f"_ORIGINAL_{self.exercise.upper()}"
-        head = inspect.getsource(module) + "\n" + MUTATE_FIRST_TENSOR
+        head = (inspect.getsource(module) if base is None else base) + "\n" + MUTATE_FIRST_TENSOR
+        head += "\n_CALLS = []\n"
         head += f"\n{original} = {self.exercise}\n"
         if inspect.isclass(obj):
             body = (
@@ -99,6 +104,12 @@ class GenericMutant:
             return f"{indent}_mutate_first_tensor([*args, *kwargs.values()])\n"
         if self.kind == "float32_out":
             return f"{indent}result = _to_float32(result)\n"
+        if self.kind == "raises_once":
+            return (
+                f"{indent}_CALLS.append(1)\n"
+                f"{indent}if len(_CALLS) == 1:\n"
+                f"{indent}    raise RuntimeError('breaks on this input')\n"
+            )
         return ""
 
     def _position(self, obj: Any) -> int:

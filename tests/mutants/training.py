@@ -402,6 +402,39 @@ MUTANTS = (
         "shorter than shingle_size",
     ),
     Mutant(
+        "bpe_merge_pair_overlapping",
+        "BPETokenizer",
+        (("                i += 2\n", "                i += 1 if pair[0] == pair[1] else 2\n"),),
+        "replacing occurrences that overlap",
+    ),
+    Mutant(
+        "bpe_counts_without_overlaps",
+        "BPETokenizer",
+        (
+            (
+                "        for w, (ids, f) in enumerate(zip(words, freqs, strict=True)):\n"
+                "            for pair in zip(ids[:-1], ids[1:], strict=True):\n",
+                "        for w, (ids, f) in enumerate(zip(words, freqs, strict=True)):\n"
+                "            for j, pair in enumerate(zip(ids[:-1], ids[1:], strict=True)):\n"
+                "                if j and pair[0] == pair[1] == ids[j - 1]:\n"
+                "                    continue\n",
+            ),
+        ),
+        "until no pair is left",
+    ),
+    Mutant(
+        "bpe_no_early_stop",
+        "BPETokenizer",
+        (
+            (
+                "            if not heap:\n                break\n",
+                "            if not heap:\n"
+                "                raise ValueError('no pair left to merge')\n",
+            ),
+        ),
+        "no pair left to merge",
+    ),
+    Mutant(
         "bpe_decode_no_tensor",
         "BPETokenizer",
         (("        if isinstance(ids, torch.Tensor):\n", "        if False:\n"),),
