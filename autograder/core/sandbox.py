@@ -14,6 +14,15 @@ Isolation, strongest first (``isolation="auto"`` takes the first that works):
   by ``auto``, which refuses to grade (:class:`IsolationUnavailable`) rather
   than run untrusted code unconfined.
 
+Every run of a submission has a child of its own, never used before and never
+again: its own sandbox, control group, limits and private folder (bound as
+/submission and /jobs). To hide Python's and torch's start-up, children are
+started ahead (:meth:`IsolatedExecutor.calls_ahead`): such a spare imports torch,
+the student side of the grader and what the notebooks import, then waits on a
+pipe, holding no submission; when the parent takes it for a run, it puts that
+run's submission and jobs into the child's own folder and only then lets it go.
+No process that ran student code is ever given another run.
+
 Before the first submission, a probe child is started the same way and tries
 to read solutions/, the specs and the repository and to write there; if it can,
 grading is refused. The child's environment is a fixed allow-list.
