@@ -42,17 +42,26 @@ def _generator(case: Case, offset: int = 0) -> torch.Generator | None:
     )
 
 
-def sample_draws(obj: Any, case: Case) -> tuple[Any, bool]:
+def sample_draws(obj: Any, case: Case) -> tuple[Any, bool, bool]:
     """Call ``obj(logits.repeat(repeats, 1), **kwargs, generator=...)`` three times:
     twice with ``case["seed"]``, once with another seed.
 
-    Returns (draws of the first call, follows_generator).
+    Returns (draws of the first call, follows_generator, uses_generator): the second is
+    True when the two calls seeded alike agree and the other seed gives other draws, the
+    third when the first call changed its generator's state.
     """
     logits = case["args"][0].repeat(case["repeats"], 1)  # (repeats * R, V)
     kwargs = case.get("kwargs", {})
+    used: list[bool] = []
 
     def draw(offset: int) -> Any:
-        return obj(logits.clone(), **kwargs, generator=_generator(case, offset))
+        generator = _generator(case, offset)
+        answer = obj(logits.clone(), **kwargs, generator=generator)
+        fresh = _generator(case, offset)
+        used.append(
+            generator is not None and not torch.equal(generator.get_state(), fresh.get_state())
+        )
+        return answer
 
     first, again, other = draw(0), draw(0), draw(1)
 
@@ -64,7 +73,7 @@ def sample_draws(obj: Any, case: Case) -> tuple[Any, bool]:
             and bool((a == b).all())
         )
 
-    return first, same(first, again) and not same(first, other)
+    return first, same(first, again) and not same(first, other), used[0]
 
 
 def check_samples(case: Case, actual: Any, tolerance: Tolerance) -> str | None:
@@ -73,9 +82,9 @@ def check_samples(case: Case, actual: Any, tolerance: Tolerance) -> str | None:
     del tolerance
     target = case["target_probs"]  # (R, V), the filtered distribution of each row
     R, V = target.shape
-    if not isinstance(actual, tuple | list) or len(actual) != 2:
+    if not isinstance(actual, tuple | list) or len(actual) != 3:
         return "should return a tensor of token ids"
-    draws, follows = actual
+    draws, follows, uses = actual
     n = case["repeats"] * R
     if not isinstance(draws, torch.Tensor):
         return f"should return a tensor of token ids, got a {type(draws).__name__}"
@@ -83,6 +92,11 @@ def check_samples(case: Case, actual: Any, tolerance: Tolerance) -> str | None:
         return f"returned shape {tuple(draws.shape)}, expected ({n},): one token per row"
     if draws.dtype != torch.int64:
         return f"returned dtype {draws.dtype}, expected torch.int64 (token ids)"
+    if case.get("kwargs", {}).get("temperature", 1.0) == 0 and uses:
+        return (
+            "at temperature 0 the answer is greedy(logits) and the generator must not be used, "
+            "but your function changed the generator's state"
+        )
     expected = case["expected"][0]
     if bool((draws == expected).all()):
         return None

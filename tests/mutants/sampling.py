@@ -16,6 +16,17 @@ MUTANTS = (
         (("return logits.argmax(dim=-1)  # (...)", "return logits.argmax(dim=0)"),),
         "first dimension",
     ),
+    Mutant(
+        "greedy_last_on_ties",
+        "greedy",
+        (
+            (
+                "return logits.argmax(dim=-1)  # (...)",
+                "return logits.shape[-1] - 1 - logits.flip(-1).argmax(dim=-1)",
+            ),
+        ),
+        "LAST of the largest",
+    ),
     # apply_temperature
     Mutant(
         "temperature_multiplied",
@@ -87,6 +98,12 @@ MUTANTS = (
         ),
         "filtered logits to 0",
     ),
+    Mutant(
+        "top_p_keeps_at_exact_mass",
+        "top_p_filter",
+        (("drop = before >= p", "drop = before > p"),),
+        "BELOW p",
+    ),
     # sample_next_token
     Mutant(
         "sample_temperature_multiplied",
@@ -116,6 +133,31 @@ MUTANTS = (
         "sample_next_token",
         (("if top_k is not None:\n", "if False:\n"),),
         "ignoring top_k",
+    ),
+    Mutant(
+        "sample_top_p_before_top_k",
+        "sample_next_token",
+        (
+            (
+                "    if top_k is not None:\n        logits = top_k_filter(logits, top_k)\n"
+                "    if top_p is not None:\n        logits = top_p_filter(logits, top_p)\n",
+                "    if top_p is not None:\n        logits = top_p_filter(logits, top_p)\n"
+                "    if top_k is not None:\n        logits = top_k_filter(logits, top_k)\n",
+            ),
+        ),
+        "top-p BEFORE top-k",
+    ),
+    Mutant(
+        "sample_draws_at_temperature_zero",
+        "sample_next_token",
+        (
+            (
+                "        return greedy(logits)  # (B,)",
+                "        torch.multinomial(logits.softmax(-1), 1, generator=generator)\n"
+                "        return greedy(logits)  # (B,)",
+            ),
+        ),
+        "generator must not be used",
     ),
     # generate
     Mutant(
@@ -147,6 +189,12 @@ MUTANTS = (
         "generate",
         (("logits = model(ids)[:, -1, :]", "logits = model(ids)[:, 0, :]"),),
         "FIRST position",
+    ),
+    Mutant(
+        "generate_adds_a_token_when_asked_for_none",
+        "generate",
+        (("for _ in range(max_new_tokens):", "for _ in range(max(max_new_tokens, 1)):"),),
+        "max_new_tokens = 0",
     ),
     # beam_search
     Mutant(
@@ -183,6 +231,49 @@ MUTANTS = (
         ),
         "raw total",
     ),
+    Mutant(
+        "beam_finishes_eos_beyond_width",
+        "beam_search",
+        (("                if rank < beam_width:\n", "                if True:\n"),),
+        "end token",
+    ),
+    Mutant(
+        "beam_no_early_stop",
+        "beam_search",
+        (
+            (
+                "if len(finished) >= beam_width or len(keep_beam) == 0:",
+                "if len(keep_beam) == 0:",
+            ),
+        ),
+        "end token",
+    ),
+    Mutant(
+        "beam_alive_not_counted",
+        "beam_search",
+        (
+            (
+                "    for score, seq in zip(scores.tolist(), beams, strict=True):\n",
+                "    for score, seq in zip(scores.tolist(), beams, strict=True) if not finished "
+                "else ():\n",
+            ),
+        ),
+        "end token",
+    ),
+    Mutant(
+        "beam_end_token_not_counted",
+        "beam_search",
+        (
+            (
+                "# (L + step,)\n"
+                "                    finished.append((score / step**length_penalty, seq))",
+                "# (L + step,)\n"
+                "                    n = max(step - 1, 1)\n"
+                "                    finished.append((score / n**length_penalty, seq))",
+            ),
+        ),
+        "end token",
+    ),
     # best_of_n
     Mutant(
         "best_of_n_argmin",
@@ -201,5 +292,11 @@ MUTANTS = (
             ),
         ),
         "without the sampling arguments",
+    ),
+    Mutant(
+        "best_of_n_last_on_ties",
+        "best_of_n",
+        (("best = scores.argmax()  # ()", "best = len(scores) - 1 - scores.flip(0).argmax()"),),
+        "LAST of the best-scored",
     ),
 )
