@@ -8,10 +8,12 @@ The KV-cache exercises run the public ``course.model.CourseGPT`` with random
 weights; ``generate_with_kv_cache`` must also embed each token only once.
 ``speculative_decode`` is random: a checker compares it exactly at temperature 0
 (the target's greedy tokens and the counts), checks that the target used as its
-own draft accepts everything with a bonus token per round, and runs it on many
-seeds on tiny table models to compare the first two tokens with the target's
-exact distribution (chi-square, false failures about once in 10^9). Hidden from
-students: it imports the reference.
+own draft accepts everything with a bonus token per round (its tokens compared
+exactly: they depend only on the documented use of the generator), and runs it on
+many seeds on tiny table models to compare the first two tokens with the target's
+exact distribution (chi-square, outcomes expected fewer than 5 times pooled; see
+SPECULATIVE_POWER). Each exercise lists its docstring's promises beside the cases
+that exercise them. Hidden from students: it imports the reference.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ import torch.nn.functional as F
 
 import solutions.inference as ref
 from autograder.core.cases import call_case, randn, random_state
-from autograder.core.spec import Case, ChapterSpec, Exercise, Mistake, Tolerance
+from autograder.core.spec import (
+    ALL_CASES,
+    Case,
+    ChapterSpec,
+    Exercise,
+    Mistake,
+    Promise,
+    Tolerance,
+)
 from solutions.architectures import GPT
 
 PUBLIC = "autograder.public.inference"
@@ -86,6 +96,8 @@ def _int8_cases(g: torch.Generator) -> list[Case]:
         call_case("per tensor", _weights(g, 5, 7), per_channel=False),
         call_case("leading dimensions and a zero row", odd),
         call_case("a layer's weight (16, 12)", randn(g, 16, 12, scale=0.2)),
+        # scale = 127 / 127 = 1 exactly: w / scale has exact halves
+        call_case("halves round to even", torch.tensor([[127.0, 0.5, 1.5, 2.5, -1.5, -0.5]])),
     ]
 
 
@@ -127,6 +139,37 @@ QUANTIZE_INT8 = Exercise(
             "your scale matches max |w| / 128: symmetric int8 uses the levels -127..127, so "
             "scale = max |w| / 127 and the largest weight maps to exactly 127.",
             _int8_variant("divide_128"),
+        ),
+    ),
+    promises=(
+        Promise("Symmetric absmax quantization to int8: w ≈ q * scale.", ALL_CASES),
+        Promise(
+            "scale = max |w| / 127 over each row (the last dimension: one scale per output "
+            "channel of a linear layer's (out, in) weight) when ``per_channel``, else over the "
+            "whole tensor",
+            ("per channel, uneven rows", "per tensor", "leading dimensions and a zero row"),
+        ),
+        Promise(
+            "q = round(w / scale) (half to even) clamped to [-127, 127].",
+            ("per channel, uneven rows", "halves round to even"),
+        ),
+        Promise(
+            "A row (or tensor) of zeros gets scale = the dtype's smallest normal number, so "
+            "q = 0 there and nothing divides by zero.",
+            ("leading dimensions and a zero row",),
+        ),
+        Promise(
+            "w: float tensor of shape (..., in), usually (out, in).",
+            ("leading dimensions and a zero row", "a layer's weight (16, 12)"),
+        ),
+        Promise(
+            "per_channel: one scale per row (True) or one scale for all of w (False).",
+            ("per channel, uneven rows", "per tensor"),
+        ),
+        Promise("q: int8, shape (..., in).", ALL_CASES),
+        Promise(
+            "scale: w's dtype, shape (..., 1) when per_channel, else shape () (a scalar).",
+            ("per channel, uneven rows", "per tensor"),
         ),
     ),
 )
@@ -173,6 +216,15 @@ DEQUANTIZE_INT8 = Exercise(
             lambda q, scale: q.float() * scale.float(),
         ),
     ),
+    promises=(
+        Promise("Back to floats: q * scale, in scale's dtype.", ALL_CASES),
+        Promise("q: int8, shape (..., in).", ALL_CASES),
+        Promise(
+            "scale: float, shape (..., 1) or () (broadcastable to q).",
+            ("per channel", "per tensor"),
+        ),
+        Promise("shape (..., in), scale's dtype.", ("float64 scales", "per channel")),
+    ),
 )
 
 # ----------------------------------------------------------- quantize_zeropoint
@@ -202,6 +254,9 @@ def _zp_cases(g: torch.Generator) -> list[Case]:
         call_case("all positive, 8 bits", randn(g, 4, 6).abs() + 1.5),
         call_case("4 bits", randn(g, 3, 8) + 0.3, bits=4),
         call_case("all negative, 2 bits", -randn(g, 10).abs() - 2.0, bits=2),
+        call_case("a tensor of zeros", torch.zeros(3, 4)),
+        # lo = 0, hi = 255: scale = 1 and zero_point = 0 exactly, w / scale has exact halves
+        call_case("halves round to even", torch.tensor([0.0, 0.5, 1.5, 2.5, 254.5, 255.0])),
     ]
 
 
@@ -236,6 +291,36 @@ QUANTIZE_ZEROPOINT = Exercise(
             "floor",
             "your q matches floor(w / scale): round to the nearest level (torch.round).",
             _zp_variant("floor"),
+        ),
+    ),
+    promises=(
+        Promise(
+            "Asymmetric (affine) quantization of the whole tensor: w ≈ (q - zero_point) * scale.",
+            ALL_CASES,
+        ),
+        Promise(
+            "The range [lo, hi] = [min(w.min(), 0), max(w.max(), 0)] (it always contains 0, so "
+            "0 is exactly representable) is mapped onto the 2**bits integers 0..2**bits - 1: "
+            "scale = (hi - lo) / (2**bits - 1), zero_point = round(-lo / scale), "
+            "q = clamp(round(w / scale) + zero_point, 0, 2**bits - 1)",
+            ("mixed signs, 8 bits", "all positive, 8 bits", "4 bits", "all negative, 2 bits"),
+        ),
+        Promise("rounding is half to even.", ("halves round to even",)),
+        Promise(
+            "This is PyTorch's ``MinMaxObserver`` for quint8 at bits = 8.",
+            ("mixed signs, 8 bits", "all positive, 8 bits"),
+        ),
+        Promise(
+            "A tensor of zeros gets scale = the dtype's smallest normal number.",
+            ("a tensor of zeros",),
+        ),
+        Promise("w: float tensor of any shape.", ("mixed signs, 8 bits", "all negative, 2 bits")),
+        Promise("bits: 2 <= bits <= 8.", ("mixed signs, 8 bits", "4 bits", "all negative, 2 bits")),
+        Promise("q: uint8, w's shape, values in [0, 2**bits - 1].", ALL_CASES),
+        Promise("scale: shape (), w's dtype.", ALL_CASES),
+        Promise(
+            "zero_point: shape (), int64, in [0, 2**bits - 1].",
+            ("mixed signs, 8 bits", "all negative, 2 bits", "all positive, 8 bits"),
         ),
     ),
 )
@@ -280,6 +365,14 @@ DEQUANTIZE_ZEROPOINT = Exercise(
             lambda q, scale, zp: q.to(scale.dtype) * scale,
         ),
     ),
+    promises=(
+        Promise("Back to floats: (q - zero_point) * scale, in scale's dtype.", ALL_CASES),
+        Promise(
+            "q: uint8 of any shape; scale: shape (); zero_point: shape (), integer.",
+            ("mixed signs, 8 bits", "all negative (large zero point)"),
+        ),
+        Promise("q's shape, scale's dtype.", ("4 bits, float64", "mixed signs, 8 bits")),
+    ),
 )
 
 # -------------------------------------------------------------------- Int8Linear
@@ -319,6 +412,14 @@ def _linear_case(label: str, g: torch.Generator, n_in: int, n_out: int, bias: bo
     return case
 
 
+def _float64_linear_case(g: torch.Generator) -> Case:
+    case = _linear_case("a float64 layer and input", g, 8, 5, True, (4,))
+    for key in ("weight", "bias"):
+        case[key] = case[key].double()
+    case["args"] = [case["args"][0].double()]
+    return case
+
+
 INT8_LINEAR = Exercise(
     name="Int8Linear",
     points=3,
@@ -327,6 +428,7 @@ INT8_LINEAR = Exercise(
         _linear_case("with bias", g, 12, 8, True, (5,)),
         _linear_case("without bias, leading dimensions", g, 10, 6, False, (2, 3)),
         _linear_case("wide layer", g, 32, 4, True, (3,)),
+        _float64_linear_case(g),
     ],
     reference=lambda: ref.Int8Linear,
     driver=f"{PUBLIC}:int8_linear",
@@ -350,6 +452,51 @@ INT8_LINEAR = Exercise(
             "no_bias",
             "your output matches the layer without its bias: add the bias of the float layer.",
             _wrong_int8_linear("no_bias"),
+        ),
+    ),
+    promises=(
+        Promise("A linear layer with int8 weights: y = (x @ q^T) * scale + bias.", ALL_CASES),
+        Promise(
+            "The weight is stored quantized per output channel (``quantize_int8`` with "
+            "per_channel=True): 4x less memory than float32.",
+            ALL_CASES,
+        ),
+        Promise(
+            "Since each output feature j has its own scale s_j, x @ (q * s)^T = (x @ q^T) * s",
+            why="an identity that explains the computation: x @ (q * s)^T and (x @ q^T) * s "
+            "give the same y within the tolerance, which every case checks",
+        ),
+        Promise(
+            "Buffers (these names are the state_dict keys): weight_int8: int8, shape "
+            "(out_features, in_features). scale: float, shape (out_features, 1)",
+            ALL_CASES,
+        ),
+        Promise(
+            "(float32, or the dtype of the layer given to ``from_float``).",
+            ("with bias", "a float64 layer and input"),
+        ),
+        Promise(
+            "bias: float, shape (out_features,), only when ``bias`` is True.",
+            ("with bias", "without bias, leading dimensions"),
+        ),
+        Promise("in_features, out_features: as in ``nn.Linear``.", ALL_CASES),
+        Promise(
+            "The int8 version of ``linear``: its weight quantized per output row, its bias kept "
+            "in float, on linear's device.",
+            ALL_CASES,
+        ),
+        Promise(
+            "linear: an ``nn.Linear`` (weight (out, in), optional bias (out,)).",
+            ("with bias", "without bias, leading dimensions"),
+        ),
+        Promise("an ``Int8Linear`` with the same in/out features.", ALL_CASES),
+        Promise(
+            "bias: whether the layer has a bias.", ("with bias", "without bias, leading dimensions")
+        ),
+        Promise("x of shape (..., in_features).", ("without bias, leading dimensions",)),
+        Promise(
+            "Returns: shape (..., out_features), x's dtype.",
+            ("with bias", "a float64 layer and input"),
         ),
     ),
 )
@@ -450,6 +597,64 @@ DISTILLATION = Exercise(
             _distill_variant("ce_at_t"),
         ),
     ),
+    promises=(
+        Promise("Knowledge distillation: match the teacher's softened distribution.", ALL_CASES),
+        Promise(
+            "loss = alpha * T² * KL(softmax(t / T) ‖ softmax(s / T)) + (1 - alpha) * CE(s, labels)",
+            (
+                "T = 4, labels, alpha = 0.3",
+                "the default T and alpha, labels",
+                "T = 2, labels, alpha = 0.8",
+            ),
+        ),
+        Promise(
+            "The KL is summed over the vocabulary and averaged over every other position; the "
+            "cross-entropy (on the student's raw logits, temperature 1) is averaged.",
+            ("T = 2, no labels", "T = 4, labels, alpha = 0.3", "T = 2, labels, alpha = 0.8"),
+        ),
+        Promise(
+            "The T² keeps the soft term's gradients the same size whatever T (they scale as 1/T²).",
+            ("T = 2, no labels", "T = 4, labels, alpha = 0.3", "T = 0.5, no labels"),
+        ),
+        Promise(
+            "Without labels the loss is the soft term alone, T² * KL (no alpha).",
+            ("T = 2, no labels", "T = 0.5, no labels"),
+        ),
+        Promise(
+            "student_logits: shape (..., V).", ("T = 4, labels, alpha = 0.3", "T = 0.5, no labels")
+        ),
+        Promise(
+            "teacher_logits: shape (..., V), the same as student_logits",
+            ALL_CASES,
+        ),
+        Promise(
+            "(no gradient needs to flow into it).",
+            why="what the caller may do with the teacher (detach it): the loss's value does "
+            "not depend on it",
+        ),
+        Promise(
+            "temperature: T > 0.",
+            (
+                "T = 2, no labels",
+                "T = 4, labels, alpha = 0.3",
+                "T = 0.5, no labels",
+                "the default T and alpha, labels",
+            ),
+        ),
+        Promise(
+            "labels: optional int64 of shape (...), the true next tokens.",
+            ("T = 2, no labels", "T = 4, labels, alpha = 0.3"),
+        ),
+        Promise(
+            "alpha: the weight of the soft term, in [0, 1].",
+            (
+                "T = 4, labels, alpha = 0.3",
+                "the default T and alpha, labels",
+                "T = 2, labels, alpha = 0.8",
+            ),
+        ),
+        Promise("a scalar (shape ()), student_logits' dtype.", ALL_CASES),
+    ),
 )
 
 # --------------------------------------------------------------- flash_attention
@@ -513,8 +718,13 @@ def _flash_cases(g: torch.Generator) -> list[Case]:
             block_size=128,
         ),
         call_case("long causal sequence (L = 1024, block 128)", *long, causal=True, block_size=128),
+        call_case(
+            "float64 inputs stay float64",
+            *(randn(g, 2, 20, 8, scale=3.0).double() for _ in range(3)),
+            causal=True, block_size=8,
+        ),
     ]  # fmt: skip
-    cases[-1]["max_elements"] = 1024 * 1024 // 6  # room for (Lq, block_size) tiles
+    cases[-2]["max_elements"] = 1024 * 1024 // 6  # room for (Lq, block_size) tiles
     return cases
 
 
@@ -561,6 +771,54 @@ FLASH = Exercise(
             _flash_variant("naive"),
         ),
     ),
+    promises=(
+        Promise("Exact attention softmax(q k^T / sqrt(d)) v, computed tile by tile.", ALL_CASES),
+        Promise(
+            "The queries are cut into blocks of ``block_size`` rows; for each query block the "
+            "keys and values are read block by block, keeping per query row a running max m, a "
+            "running sum l of exp(score - m) and an accumulator acc of exp(score - m) @ v.",
+            ("causal, L = 50, block 16", "long causal sequence (L = 1024, block 128)"),
+        ),
+        Promise(
+            "When a new key block raises the max to m', the old l and acc are rescaled by "
+            "exp(m - m') (the online softmax); at the end out = acc / l.",
+            ("non-causal, Lq != Lk, dv != d", "causal, L = 50, block 16"),
+        ),
+        Promise(
+            "At most (block_size, block_size) scores exist at once, never (Lq, Lk).",
+            ("long causal sequence (L = 1024, block 128)",),
+        ),
+        Promise(
+            "With ``causal``, query i sees keys 0..i (the top-left alignment of "
+            "``torch.nn.functional.scaled_dot_product_attention(is_causal=True)``;",
+            ("causal, L = 50, block 16", "causal, Lq = 30 < Lk = 45 (query i sees keys 0..i)"),
+        ),
+        Promise(
+            "Lq and Lk may differ), and key blocks entirely after a query block are skipped.",
+            ("causal, Lq = 30 < Lk = 45 (query i sees keys 0..i)", "non-causal, Lq != Lk, dv != d"),
+        ),
+        Promise(
+            "Accumulation is in float32 at least (float64 inputs stay float64).",
+            ("float64 inputs stay float64",),
+        ),
+        Promise(
+            "q: shape (..., Lq, d).", ("non-causal, Lq != Lk, dv != d", "causal, L = 50, block 16")
+        ),
+        Promise(
+            "k: shape (..., Lk, d), the same leading dimensions as q, Lk >= 1.",
+            ("non-causal, Lq != Lk, dv != d",),
+        ),
+        Promise("v: shape (..., Lk, dv).", ("non-causal, Lq != Lk, dv != d",)),
+        Promise(
+            "causal: mask keys after each query.",
+            ("causal, L = 50, block 16", "non-causal, Lq != Lk, dv != d"),
+        ),
+        Promise(
+            "block_size: rows of a query block and of a key block, >= 1.",
+            ("causal, L = 50, block 16", "one block larger than the sequence"),
+        ),
+        Promise("out: shape (..., Lq, dv), q's dtype.", ALL_CASES),
+    ),
 )
 
 # ----------------------------------------------------------------------- KVCache
@@ -605,7 +863,11 @@ def _kv_cases(g: torch.Generator) -> list[Case]:
     second = {"label": "batch of 2, 3 heads, one layer", "n_layers": 1,
               "calls": [("update", 0, *kv(2, 3, 4, 5)), ("update", 0, *kv(2, 3, 2, 5)),
                         ("crop", 5), ("update", 0, *kv(2, 3, 1, 5))]}  # fmt: skip
-    return [first, second]
+    third = {"label": "crop before any update (layer 0 is None), crop to 0", "n_layers": 2,
+             "calls": [("crop", 0), ("update", 1, *kv(1, 2, 3, 4)), ("crop", 0),
+                       ("update", 0, *kv(1, 2, 3, 4)), ("crop", 0),
+                       ("update", 0, *kv(1, 2, 2, 4))]}  # fmt: skip
+    return [first, second, third]
 
 
 KV_CACHE = Exercise(
@@ -635,6 +897,73 @@ KV_CACHE = Exercise(
             "crop keeps the LAST positions: it keeps the first `length` ones (dropping the "
             "newest, e.g. rejected draft tokens).",
             _wrong_cache("keep_last"),
+        ),
+    ),
+    promises=(
+        Promise("The keys and values of every layer for the tokens processed so far.", ALL_CASES),
+        Promise(
+            "Layer i holds ``keys[i]`` and ``values[i]`` of shape (B, H, T, Dh)",
+            (
+                "two layers: prefill 3, two steps, crop to 2, one step",
+                "batch of 2, 3 heads, one layer",
+            ),
+        ),
+        Promise(
+            "(None before its first update).",
+            ("crop before any update (layer 0 is None), crop to 0",),
+        ),
+        Promise(
+            "Appending with ``torch.cat`` keeps it simple; serving systems preallocate the "
+            "maximum length instead (or pages of it).",
+            why="how the cache is stored (any storage gives the same keys and values) and a "
+            "remark on serving systems",
+        ),
+        Promise(
+            "n_layers: the number of layers (one key and one value tensor each).",
+            (
+                "two layers: prefill 3, two steps, crop to 2, one step",
+                "crop before any update (layer 0 is None), crop to 0",
+            ),
+        ),
+        Promise(
+            "Append the new positions' keys and values of ``layer``, return all of them.",
+            ALL_CASES,
+        ),
+        Promise(
+            "layer: the layer index, 0 <= layer < n_layers.",
+            (
+                "two layers: prefill 3, two steps, crop to 2, one step",
+                "crop before any update (layer 0 is None), crop to 0",
+            ),
+        ),
+        Promise(
+            "k, v: shape (B, H, T_new, Dh), the new positions.",
+            (
+                "two layers: prefill 3, two steps, crop to 2, one step",
+                "batch of 2, 3 heads, one layer",
+            ),
+        ),
+        Promise(
+            "keys, values: shape (B, H, T + T_new, Dh), the cached ones first.",
+            (
+                "two layers: prefill 3, two steps, crop to 2, one step",
+                "batch of 2, 3 heads, one layer",
+            ),
+        ),
+        Promise(
+            "Keep only the first ``length`` positions (e.g. drop rejected draft tokens).",
+            (
+                "two layers: prefill 3, two steps, crop to 2, one step",
+                "batch of 2, 3 heads, one layer",
+                "crop before any update (layer 0 is None), crop to 0",
+            ),
+        ),
+        Promise(
+            "length: 0 <= length <= self.length.",
+            (
+                "two layers: prefill 3, two steps, crop to 2, one step",
+                "crop before any update (layer 0 is None), crop to 0",
+            ),
         ),
     ),
 )
@@ -746,6 +1075,64 @@ FORWARD_WITH_CACHE = Exercise(
             _forward_variant("ignore_positions"),
         ),
     ),
+    promises=(
+        Promise(
+            "Run the course GPT on new tokens only, reading and extending ``cache``.", ALL_CASES
+        ),
+        Promise(
+            "With T = cache.length tokens already cached, the new tokens sit at positions "
+            "T..T + T_new - 1: they get those position embeddings, and in each block their "
+            "queries attend to the cached keys and to the new keys up to themselves (new token "
+            "t sees keys 0..T + t).",
+            ("B = 2: prefill 5, steps of 1, then a chunk of 5", "one token at a time"),
+        ),
+        Promise(
+            "Their keys and values are appended to the cache before attending.",
+            ("B = 2: prefill 5, steps of 1, then a chunk of 5", "one token at a time"),
+        ),
+        Promise(
+            "The result equals ``model(all_ids)[:, T:]``.",
+            ("B = 2: prefill 5, steps of 1, then a chunk of 5", "one token at a time"),
+        ),
+        Promise(
+            "For left-padded batches (``generate_batch``), ``positions`` gives each new "
+            "token's position and ``key_mask`` says which of the T + T_new keys are real tokens;",
+            ("left-padded batch (lengths 4, 7, 2) with positions and key_mask",),
+        ),
+        Promise(
+            "a query never sees a masked key other than itself (so a padding query, which sees "
+            "only itself, stays finite).",
+            ("left-padded batch (lengths 4, 7, 2) with positions and key_mask",),
+        ),
+        Promise(
+            "model: the course GPT (``tok_emb``, ``pos_emb``, ``blocks``, ``ln_f``, "
+            "``lm_head``), used with its own weights.",
+            ALL_CASES,
+        ),
+        Promise(
+            "input_ids: shape (B, T_new), the new tokens.",
+            (
+                "B = 2: prefill 5, steps of 1, then a chunk of 5",
+                "left-padded batch (lengths 4, 7, 2) with positions and key_mask",
+            ),
+        ),
+        Promise("cache: a ``KVCache`` with one entry per block, holding T positions.", ALL_CASES),
+        Promise(
+            "positions: optional int64 (B, T_new); default T..T + T_new - 1 on every row.",
+            (
+                "B = 2: prefill 5, steps of 1, then a chunk of 5",
+                "left-padded batch (lengths 4, 7, 2) with positions and key_mask",
+            ),
+        ),
+        Promise(
+            "key_mask: optional bool (B, T + T_new), True for real tokens; default all True.",
+            (
+                "B = 2: prefill 5, steps of 1, then a chunk of 5",
+                "left-padded batch (lengths 4, 7, 2) with positions and key_mask",
+            ),
+        ),
+        Promise("logits: shape (B, T_new, vocab_size).", ALL_CASES),
+    ),
 )
 
 # -------------------------------------------------------- generate_with_kv_cache
@@ -774,7 +1161,8 @@ def _generate_variant(kind: str) -> Callable:
 def _generate_cases(g: torch.Generator) -> list[Case]:
     cases = []
     for label, B, L, n in (("B = 2, prompt of 5", 2, 5, 12), ("B = 1, prompt of 9", 1, 9, 15),
-                           ("B = 3, prompt of 1", 3, 1, 8)):  # fmt: skip
+                           ("B = 3, prompt of 1", 3, 1, 8),
+                           ("max_new_tokens = 0: the prompts back", 2, 3, 0)):  # fmt: skip
         config, state = _gpt_case(g)
         case = call_case(label, _ids(g, B, L), n)
         case.update(config=config, state=state)
@@ -813,6 +1201,28 @@ GENERATE = Exercise(
             _generate_variant("first_position"),
         ),
     ),
+    promises=(
+        Promise(
+            "Greedy decoding with a KV cache: the same tokens as recomputing the prefix.",
+            ALL_CASES,
+        ),
+        Promise(
+            "One ``forward_with_cache`` call on the whole prompt (the prefill), then one per new "
+            "token on that token alone; each step appends the argmax of the last position's "
+            "logits.",
+            ("B = 2, prompt of 5", "B = 1, prompt of 9", "B = 3, prompt of 1"),
+        ),
+        Promise("model: the course GPT (see ``forward_with_cache``).", ALL_CASES),
+        Promise(
+            "input_ids: shape (B, L), L >= 1, the prompts.",
+            ("B = 2, prompt of 5", "B = 3, prompt of 1"),
+        ),
+        Promise(
+            "max_new_tokens: >= 0, with L + max_new_tokens <= the model's positions.",
+            ("B = 1, prompt of 9", "max_new_tokens = 0: the prompts back"),
+        ),
+        Promise("ids: shape (B, L + max_new_tokens), the prompts first.", ALL_CASES),
+    ),
 )
 
 # ---------------------------------------------------------------- generate_batch
@@ -839,7 +1249,7 @@ def _batch_variant(kind: str) -> Callable:
                 start = torch.full((B, 1), Lmax) if kind == "no_shift" else lengths[:, None]
                 positions = start + step
                 key_mask = torch.cat([key_mask, key_mask.new_ones(B, 1)], dim=1)
-        gen = torch.cat(out, dim=1)
+        gen = torch.cat(out, dim=1) if out else ids[:, :0]
         if kind == "no_prompt":
             return list(gen)
         return [torch.cat([p, gen[b]]) for b, p in enumerate(prompts)]
@@ -852,12 +1262,13 @@ def _batch_cases(g: torch.Generator) -> list[Case]:
     for label, lengths, n, pad in (
         ("lengths 2, 12, 1, 5", [2, 12, 1, 5], 6, 0),
         ("lengths 1, 9, 3, 10, pad_id 5", [1, 9, 3, 10], 5, 5),
-        ("lengths 11, 3", [11, 3], 6, 0),
+        ("lengths 11, 3 (pad_id omitted: 0)", [11, 3], 6, None),
         ("one prompt", [4], 5, 0),
+        ("max_new_tokens = 0: the prompts back", [3, 1], 0, None),
     ):
         config, state = _gpt_case(g)
         prompts = [_ids(g, 1, n_)[0] for n_ in lengths]
-        case = call_case(label, prompts, n, pad_id=pad)
+        case = call_case(label, prompts, n, **({} if pad is None else {"pad_id": pad}))
         case.update(config=config, state=state)
         cases.append(case)
     return cases
@@ -890,6 +1301,61 @@ GENERATE_BATCH = Exercise(
             "no_prompt",
             "you return only the new tokens: return each prompt followed by its tokens.",
             _batch_variant("no_prompt"),
+        ),
+    ),
+    promises=(
+        Promise("Greedy decoding of prompts of different lengths in one batch.", ALL_CASES),
+        Promise(
+            "The prompts are left-padded with ``pad_id`` to the longest length Lmax, so the "
+            "next token of every row is in the last column.",
+            (
+                "lengths 2, 12, 1, 5",
+                "lengths 1, 9, 3, 10, pad_id 5",
+                "lengths 11, 3 (pad_id omitted: 0)",
+            ),
+        ),
+        Promise(
+            "Each row's positions start at 0 on its first real token, and a key mask hides the "
+            "padding from every real query.",
+            (
+                "lengths 2, 12, 1, 5",
+                "lengths 1, 9, 3, 10, pad_id 5",
+                "lengths 11, 3 (pad_id omitted: 0)",
+            ),
+        ),
+        Promise(
+            "Row b then gets exactly the tokens ``generate_with_kv_cache(model, prompts[b][None], "
+            "max_new_tokens)`` gives it (up to float rounding in the batched matmuls).",
+            (
+                *(
+                    "lengths 2, 12, 1, 5",
+                    "lengths 1, 9, 3, 10, pad_id 5",
+                    "lengths 11, 3 (pad_id omitted: 0)",
+                ),
+                "one prompt",
+            ),
+        ),
+        Promise(
+            "Decoding uses one ``KVCache`` for the batch.",
+            why="how the batch is decoded; the tokens (every case) are what is promised, and "
+            "any correct cache layout gives the same ones",
+        ),
+        Promise("model: the course GPT (see ``forward_with_cache``).", ALL_CASES),
+        Promise(
+            "prompts: B >= 1 int64 tensors of shapes (L_b,), L_b >= 1.",
+            ("lengths 2, 12, 1, 5", "one prompt"),
+        ),
+        Promise(
+            "max_new_tokens: >= 0, with Lmax + max_new_tokens <= the model's positions.",
+            ("lengths 2, 12, 1, 5", "max_new_tokens = 0: the prompts back"),
+        ),
+        Promise(
+            "pad_id: the token put in the padding (any id: it is masked).",
+            ("lengths 1, 9, 3, 10, pad_id 5", "lengths 11, 3 (pad_id omitted: 0)"),
+        ),
+        Promise(
+            "B tensors of shapes (L_b + max_new_tokens,): each prompt, then its tokens.",
+            ALL_CASES,
         ),
     ),
 )
@@ -960,7 +1426,7 @@ PREFIX_CACHE = Exercise(
     make_cases=_prefix_cases,
     reference=lambda: ref.PrefixCache,
     driver=f"{PUBLIC}:prefix_requests",
-    output_names=("generated", "stats", "logits"),
+    output_names=("generated", "stats", "logits", "entries"),
     tolerance=Tolerance(1e-5, 1e-4),
     depends_on=("KVCache", "forward_with_cache"),
     mistakes=(
@@ -983,6 +1449,63 @@ PREFIX_CACHE = Exercise(
             "longest.",
             _wrong_prefix("whole_only"),
         ),
+    ),
+    promises=(
+        Promise("Reuse the keys and values of prompt prefixes across requests.", ALL_CASES),
+        Promise("Every prompt ``prefill`` processes is remembered with its KV cache.", ALL_CASES),
+        Promise(
+            "A new prompt that starts like a remembered one (a shared system prompt, a few-shot "
+            "preamble, an earlier turn of the conversation) copies the longest such common "
+            "prefix from that cache",
+            ALL_CASES,
+        ),
+        Promise(
+            "which is valid because the model is causal: keys and values at a position depend "
+            "only on the tokens up to it.",
+            why="why reuse is exact; the same logits and tokens as without reuse (every case) "
+            "are what is checked",
+        ),
+        Promise(
+            "Only the rest of the prompt is computed (at least its last token, whose logits are "
+            "needed).",
+            ("a shared system prompt, a repeated request, a partial overlap, a stranger",),
+        ),
+        Promise(
+            "Nothing is evicted here",
+            ("a shared system prompt, a repeated request, a partial overlap, a stranger",),
+        ),
+        Promise(
+            "a server bounds this memory (dropping the least recently used prompts first, or "
+            "sharing fixed-size blocks of the cache between requests).",
+            why="a remark on serving systems, not on this class",
+        ),
+        Promise(
+            "model: the course GPT.",
+            why="the attribute holding the model the class was built with; every answer is "
+            "computed with it",
+        ),
+        Promise("entries: list of (ids (L,), KVCache) of the prompts seen, in order.", ALL_CASES),
+        Promise(
+            'stats: dict with "requests" (prefill calls), "computed" (prompt tokens run through '
+            'the model) and "reused" (prompt tokens copied from a cache).',
+            ALL_CASES,
+        ),
+        Promise("model: the course GPT (see ``forward_with_cache``).", ALL_CASES),
+        Promise("Process one prompt, reusing the longest cached prefix.", ALL_CASES),
+        Promise("input_ids: shape (1, L), L >= 1.", ALL_CASES),
+        Promise("logits: shape (1, V), the next-token logits after the prompt.", ALL_CASES),
+        Promise(
+            "cache: a fresh ``KVCache`` holding the prompt's L positions (extend it with "
+            "``forward_with_cache`` to decode; the stored copy is not changed).",
+            ("a shared system prompt, a repeated request, a partial overlap, a stranger",),
+        ),
+        Promise(
+            "Greedy decoding after a cached prefill: the same tokens as "
+            "``generate_with_kv_cache(model, input_ids, max_new_tokens)``.",
+            ALL_CASES,
+        ),
+        Promise("input_ids: shape (1, L); max_new_tokens >= 0.", ALL_CASES),
+        Promise("ids: shape (1, L + max_new_tokens).", ALL_CASES),
     ),
 )
 
@@ -1008,7 +1531,10 @@ def _spec_variant(kind: str) -> Callable:
                 seq, qs = ids, []
                 for _ in range(k):
                     q = probs(draft(seq)[:, -1, :])
-                    x = torch.multinomial(q, 1, generator=generator)
+                    if kind == "greedy_draft":
+                        x = q.argmax(dim=-1, keepdim=True)
+                    else:
+                        x = torch.multinomial(q, 1, generator=generator)
                     qs.append(q)
                     seq = torch.cat([seq, x], dim=1)
                 p = probs(target(seq)[:, -(k + 1) :, :])
@@ -1048,7 +1574,8 @@ def _seed(g: torch.Generator) -> int:
 def _spec_cases(g: torch.Generator) -> list[Case]:
     cases = []
     for label, L, n, gamma in (("temperature 0, gamma = 3", 5, 14, 3),
-                               ("temperature 0, gamma = 1", 3, 9, 1)):  # fmt: skip
+                               ("temperature 0, gamma = 1", 3, 9, 1),
+                               ("max_new_tokens = 0: no round", 4, 0, 2)):  # fmt: skip
         t_config, t_state = _gpt_case(g, max_len=32)
         d_config, d_state = _gpt_case(g, d=8, layers=1, max_len=32)
         case = call_case(label, _ids(g, 1, L), n, gamma=gamma, temperature=0.0)
@@ -1075,8 +1602,38 @@ def _spec_cases(g: torch.Generator) -> list[Case]:
         case.update(kind="sampled", target_table=target, draft_table=draft, runs=RUNS,
                     seed=_seed(g), target_probs=(p[first][:, None] * p).flatten())  # fmt: skip
         cases.append(case)
+    # A flat draft unrelated to the target (gamma omitted: the default 4, so k = 2): a draft
+    # that proposes its argmax instead of sampling q gives its favourite token far too often.
+    target = randn(g, V, V, scale=1.0)
+    draft = randn(g, V, V, scale=0.3)
+    first = int(torch.randint(0, V, (1,), generator=g))
+    p = F.softmax(target, dim=-1)
+    case = call_case("many runs, a flat draft, the default gamma", torch.tensor([[first]]), 2)
+    case.update(kind="sampled", target_table=target, draft_table=draft, runs=RUNS,
+                seed=_seed(g), target_probs=(p[first][:, None] * p).flatten())  # fmt: skip
+    cases.append(case)
     return cases
 
+
+SPECULATIVE_POWER = (
+    "Computed once by a script: the exact law of the first two new tokens on each sampled "
+    "case's bigram tables, for the reference and each usual wrong answer, then the 600 graded "
+    "runs drawn 4000 times per sampled case from that law and failed as the checker does (a "
+    "token of probability 0, or chi-square above the z = 6 threshold after pooling the "
+    "outcomes expected fewer than 5 times), over 40 grading seeds (0..39). Power: accepting "
+    "with q/p (inverted), drawing the residual from p, accepting every proposal, and a draft "
+    "that proposes its argmax (spec_draft_proposes_greedily, greedy_draft) each failed every "
+    "simulated grading (power 1.0 to 4 decimals). The greedy draft is caught by the added "
+    "case 'many runs, a flat draft, the default gamma' (non-centrality 500 to 1200 against a "
+    "threshold near 70); the two older sampled cases gave it 0.1 to 2.4 and it passed them at "
+    "3 of 3 seeds. No bonus token keeps the target's law at max_new_tokens = 2 (power 0 there) "
+    "and fails deterministically on 'the target as its own draft' (stats, tokens), as do "
+    "torch.rand drawn before the draft (spec_rand_before_the_draft: that case's tokens are "
+    "compared exactly, the docstring fixing the generator's use) and a round when "
+    "max_new_tokens = 0 (stats). False alarm of an honest answer: 0 of 480000 simulated "
+    "case gradings with the pooling; without it (as before) 4.3e-4 per grading over 100 seeds, "
+    "from outcomes expected about once in 600 runs, so rare outcomes are now pooled."
+)
 
 SPECULATIVE = Exercise(
     name="speculative_decode",
@@ -1114,7 +1671,147 @@ SPECULATIVE = Exercise(
             "accepted, draw one more token from the target's last distribution p_{k+1}.",
             _spec_variant("no_bonus"),
         ),
+        Mistake(
+            "greedy_draft",
+            "your answers match a draft that proposes its most probable token: the draft must "
+            "SAMPLE each proposal from q (torch.multinomial(q, 1, generator=generator)), or the "
+            "acceptance test min(1, p(x) / q(x)) no longer gives the target's distribution.",
+            _spec_variant("greedy_draft"),
+        ),
     ),
+    promises=(
+        Promise(
+            "Speculative sampling: the draft proposes, the target verifies in one pass.",
+            ALL_CASES,
+        ),
+        Promise(
+            "Each round the draft samples k = min(gamma, tokens still needed) tokens x_1..x_k "
+            "one by one from its distributions q_i.",
+            (
+                *("temperature 0, gamma = 3", "temperature 0, gamma = 1"),
+                "many runs, a flat draft, the default gamma",
+            ),
+        ),
+        Promise(
+            "The target runs once on the sequence with all k appended, giving its distributions "
+            "p_1..p_{k+1}.",
+            (
+                *("temperature 0, gamma = 3", "temperature 0, gamma = 1"),
+                "the target as its own draft, T = 1, gamma = 4",
+            ),
+        ),
+        Promise(
+            "Going in order, x_i is accepted with probability min(1, p_i(x_i) / q_i(x_i)) (one "
+            "uniform draw u_i each: accept when u_i < p_i(x_i) / q_i(x_i)).",
+            (
+                *(
+                    "many runs on a 4-token vocabulary, gamma = 1",
+                    "many runs on a 4-token vocabulary, gamma = 3, T = 0.7",
+                    "many runs, a flat draft, the default gamma",
+                ),
+                "the target as its own draft, T = 1, gamma = 4",
+            ),
+        ),
+        Promise(
+            "At the first rejection a token is drawn from the residual norm(max(0, p_i - q_i)) "
+            "and the round ends;",
+            (
+                "many runs on a 4-token vocabulary, gamma = 1",
+                "many runs on a 4-token vocabulary, gamma = 3, T = 0.7",
+                "many runs, a flat draft, the default gamma",
+            ),
+        ),
+        Promise(
+            "if all k are accepted a bonus token is drawn from p_{k+1}.",
+            (
+                "the target as its own draft, T = 1, gamma = 4",
+                "many runs on a 4-token vocabulary, gamma = 1",
+            ),
+        ),
+        Promise(
+            "Every token produced this way has exactly the target's distribution.",
+            (
+                "many runs on a 4-token vocabulary, gamma = 1",
+                "many runs on a 4-token vocabulary, gamma = 3, T = 0.7",
+                "many runs, a flat draft, the default gamma",
+            ),
+        ),
+        Promise(
+            "The answer is cut to max_new_tokens new tokens.",
+            ("temperature 0, gamma = 3", "the target as its own draft, T = 1, gamma = 4"),
+        ),
+        Promise(
+            "Distributions are softmax(logits / temperature); at temperature 0 they are one-hot "
+            "on the argmax, so the answer is exactly the target's greedy decoding.",
+            (
+                *("temperature 0, gamma = 3", "temperature 0, gamma = 1"),
+                "many runs on a 4-token vocabulary, gamma = 3, T = 0.7",
+            ),
+        ),
+        Promise(
+            "Per round the generator is consumed by the k draft draws (``torch.multinomial`` on "
+            "(1, V)), one ``torch.rand(k)`` and one draw from the residual or p_{k+1}.",
+            ("the target as its own draft, T = 1, gamma = 4",),
+        ),
+        Promise(
+            "Models are recomputed on the whole sequence (no KV cache)",
+            ("temperature 0, gamma = 3", "temperature 0, gamma = 1"),
+        ),
+        Promise(
+            "so a target forward pass costs the same whether it checks 1 or gamma tokens.",
+            why="a remark on cost; the number of target passes is checked through stats",
+        ),
+        Promise(
+            "target, draft: callables mapping ids (1, L) to logits (1, L, V) (same V).",
+            ALL_CASES,
+        ),
+        Promise("input_ids: shape (1, L), the prompt.", ALL_CASES),
+        Promise(
+            "max_new_tokens: >= 0.", ("temperature 0, gamma = 3", "max_new_tokens = 0: no round")
+        ),
+        Promise(
+            "gamma: tokens proposed per round, >= 1.",
+            (
+                *("temperature 0, gamma = 3", "temperature 0, gamma = 1"),
+                "the target as its own draft, T = 1, gamma = 4",
+                "many runs, a flat draft, the default gamma",
+            ),
+        ),
+        Promise(
+            "temperature: >= 0 (0: greedy).",
+            (
+                *("temperature 0, gamma = 3", "temperature 0, gamma = 1"),
+                "the target as its own draft, T = 1, gamma = 4",
+                "many runs on a 4-token vocabulary, gamma = 3, T = 0.7",
+            ),
+        ),
+        Promise(
+            "generator: the source of randomness.",
+            (
+                *(
+                    "many runs on a 4-token vocabulary, gamma = 1",
+                    "many runs on a 4-token vocabulary, gamma = 3, T = 0.7",
+                    "many runs, a flat draft, the default gamma",
+                ),
+                "the target as its own draft, T = 1, gamma = 4",
+            ),
+        ),
+        Promise("ids: shape (1, L + max_new_tokens).", ALL_CASES),
+        Promise(
+            'stats: {"proposed": draft tokens proposed, "accepted": of those accepted, '
+            '"target_forwards": target calls, "draft_forwards": draft calls, "rounds": rounds}.',
+            (
+                *("temperature 0, gamma = 3", "temperature 0, gamma = 1"),
+                "the target as its own draft, T = 1, gamma = 4",
+                "max_new_tokens = 0: no round",
+            ),
+        ),
+        Promise(
+            "The acceptance rate is accepted / proposed.",
+            why="the definition of a quantity computed from stats, not returned",
+        ),
+    ),
+    power=SPECULATIVE_POWER,
 )
 
 SPEC = ChapterSpec(

@@ -342,4 +342,124 @@ MUTANTS = (
         ),
         "bonus token",
     ),
+    Mutant(
+        "spec_draft_proposes_greedily",
+        "speculative_decode",
+        (
+            (
+                "x = torch.multinomial(q, 1, generator=generator)  # (1, 1)",
+                "x = q.argmax(dim=-1, keepdim=True)  # (1, 1)",
+            ),
+        ),
+        "SAMPLE each proposal",
+    ),
+    # promises of the docstrings (cases added with them)
+    Mutant(
+        "int8_rounds_half_up",
+        "quantize_int8",
+        (
+            (
+                "(w / scale).round().clamp(-127, 127)",
+                "(w / scale + 0.5).floor().clamp(-127, 127)",
+            ),
+        ),
+        "halves round to even",
+    ),
+    Mutant(
+        "zp_zero_tensor_divides_by_zero",
+        "quantize_zeropoint",
+        (
+            (
+                "scale = ((hi - lo) / qmax).clamp_min(torch.finfo(w.dtype).tiny)  # ()",
+                "scale = (hi - lo) / qmax  # ()",
+            ),
+        ),
+        "a tensor of zeros",
+    ),
+    Mutant(
+        "zp_rounds_half_up",
+        "quantize_zeropoint",
+        (
+            (
+                "q = ((w / scale).round() + zero_point)",
+                "q = ((w / scale + 0.5).floor() + zero_point)",
+            ),
+        ),
+        "halves round to even",
+    ),
+    Mutant(
+        "int8linear_scale_always_float32",
+        "Int8Linear",
+        (("            layer.scale = scale\n", "            layer.scale = scale.float()\n"),),
+        "float64 layer",
+    ),
+    Mutant(
+        "flash_returns_float32",
+        "flash_attention",
+        (
+            (
+                "out = torch.empty(*q.shape[:-1], dv, dtype=q.dtype, device=q.device)",
+                "out = torch.empty(*q.shape[:-1], dv, dtype=torch.float32, device=q.device)",
+            ),
+        ),
+        "float64 inputs",
+    ),
+    Mutant(
+        "kv_crop_to_zero_refused",
+        "KVCache",
+        (("if not 0 <= length <= self.length:", "if not 0 < length <= self.length:"),),
+        "crop to 0",
+    ),
+    Mutant(
+        "gen_cached_at_least_one_token",
+        "generate_with_kv_cache",
+        (("for _ in range(max_new_tokens):", "for _ in range(max(max_new_tokens, 1)):"),),
+        "max_new_tokens = 0",
+    ),
+    Mutant(
+        "batch_no_tokens_crashes",
+        "generate_batch",
+        (
+            (
+                "gen = torch.cat(out, dim=1) if out else ids[:, :0]",
+                "gen = torch.cat(out, dim=1)",
+            ),
+        ),
+        "max_new_tokens = 0",
+    ),
+    Mutant(
+        "prefix_entries_newest_first",
+        "PrefixCache",
+        (
+            (
+                "self.entries.append((ids.clone(), stored))",
+                "self.entries.insert(0, (ids.clone(), stored))",
+            ),
+        ),
+        "entries",
+    ),
+    Mutant(
+        "spec_at_least_one_round",
+        "speculative_decode",
+        (
+            (
+                "while ids.shape[1] - L < max_new_tokens:",
+                "while ids.shape[1] - L < max(max_new_tokens, 1):",
+            ),
+        ),
+        "max_new_tokens = 0",
+    ),
+    Mutant(
+        "spec_rand_before_the_draft",
+        "speculative_decode",
+        (
+            ("            u = torch.rand(k, generator=generator, device=device)  # (k,)\n", ""),
+            (
+                "            seq, qs = ids, []\n",
+                "            seq, qs = ids, []\n"
+                "            u = torch.rand(k, generator=generator, device=device)  # (k,)\n",
+            ),
+        ),
+        "how the generator is consumed",
+    ),
 )
