@@ -55,6 +55,7 @@ def _submit(course: Path, notebooks: dict[str, dict]) -> None:
 
 
 def main() -> None:
+    load = os.getloadavg()[0]  # others' work on the machine changes every row
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
         root = Path(tmp)
         release(root / "rel")
@@ -94,7 +95,8 @@ def main() -> None:
         rows,
         note=f"{STUDENTS} submissions (half complete, half untouched stubs), one run, "
         "wall time including start-up. nbgrader as shipped gives the untouched stubs full "
-        "points: its test cells call the self-check, which only prints.",
+        "points: its test cells call the self-check, which only prints. "
+        f"Load average at the start: {load:.1f} on {os.cpu_count()} cores.",
     )
 
 
