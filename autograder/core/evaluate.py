@@ -7,6 +7,7 @@ case's problem, and a hint when its answers match one of the usual mistakes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,21 +77,35 @@ def case_tolerance(case: MaterializedCase, tol: Tolerance) -> Tolerance:
 
 
 def _explained(
-    ex: MaterializedExercise, mistake: str, outputs: list[Any], i: int, tol: Tolerance
+    ex: MaterializedExercise,
+    mistake: str,
+    outputs: list[Any],
+    i: int,
+    tol: Tolerance,
+    checker: Callable[..., str | None] | None = None,
 ) -> bool:
-    """The student's answer on case i is the mistake's, and the mistake's is wrong there."""
+    """The student's answer on case i is the mistake's, and the mistake's is wrong there
+    (judged as an answer is: by the exercise's checker when it has one)."""
     case, names = ex["cases"][i], tuple(ex["output_names"])
     if mistake not in case["mistakes"] or outputs[i] is None:
         return False
     wrong, case_tol = case["mistakes"][mistake], case_tolerance(case, tol)
-    return (
-        compare_outputs(wrong, outputs[i], case_tol, names) is None
-        and compare_outputs(case["expected"], wrong, case_tol, names) is not None
-    )
+    if compare_outputs(wrong, outputs[i], case_tol, names) is not None:
+        return False
+    if checker is not None:
+        try:
+            return checker(case, wrong, case_tol) is not None
+        except Exception:  # noqa: BLE001 - a checker may not take this mistake's answer
+            return True
+    return compare_outputs(case["expected"], wrong, case_tol, names) is not None
 
 
 def _matching_mistakes(
-    ex: MaterializedExercise, outputs: list[Any], failing: list[int], tol: Tolerance
+    ex: MaterializedExercise,
+    outputs: list[Any],
+    failing: list[int],
+    tol: Tolerance,
+    checker: Callable[..., str | None] | None = None,
 ) -> list[tuple[str, int]]:
     """The usual mistakes that explain the failing cases, each with how many it explains.
 
@@ -102,7 +117,7 @@ def _matching_mistakes(
     output in the wrong dtype) still hears of each mistake recognised.
     """
     explains = {
-        mistake: {i for i in failing if _explained(ex, mistake, outputs, i, tol)}
+        mistake: {i for i in failing if _explained(ex, mistake, outputs, i, tol, checker)}
         for mistake in ex["hints"]
     }
     for mistake, cases in explains.items():
@@ -150,7 +165,8 @@ def evaluate_exercise(ex: MaterializedExercise, result: JobResult) -> ExerciseRe
     message = f"{describe_case(ex['cases'][first])}: {problem}"
     if len(problems) > 1:
         message += f" ({len(problems)} of {len(ex['cases'])} cases fail)"
-    found = _matching_mistakes(ex, result["outputs"], [i for i, _ in problems], tol)
+    failing = [i for i, _ in problems]
+    found = _matching_mistakes(ex, result["outputs"], failing, tol, checker)
     mistake = found[0][0] if found else ""
     if len(found) == 1 and found[0][1] == len(problems):
         hint = ex["hints"][mistake]
