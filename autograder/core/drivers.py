@@ -226,16 +226,17 @@ def _friendly(path: str, names: list[str]) -> str:
 
 def clone_case(case: Case) -> Case:
     """A deep copy of the case, so an in-place edit by one call cannot leak into the next."""
-    return _clone(case)
+    return clone_nested(case)
 
 
-def _clone(value: Any) -> Any:
+def clone_nested(value: Any) -> Any:
+    """Nested dicts, lists and tuples copied, their tensors cloned."""
     if isinstance(value, torch.Tensor):
         return value.clone()
     if isinstance(value, dict):
-        return {k: _clone(v) for k, v in value.items()}
+        return {k: clone_nested(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(_clone(v) for v in value)
+        return type(value)(clone_nested(v) for v in value)
     return value
 
 

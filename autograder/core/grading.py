@@ -101,9 +101,12 @@ def grade_with_stand_ins(
     by_name = {r.name: r for r in results}
     failing = {r.name for r in results if not r.passed}
     spec = load_spec(info)
-    answerable = {e.name for e in spec.exercises if inspect.isroutine(e.reference()) or
-                  inspect.isclass(e.reference())}  # fmt: skip
-    kinds = {e.name: _kind(e.reference()) for e in spec.exercises if e.name in answerable}
+    kinds = {
+        e.name: _kind(e.reference())
+        for e in spec.exercises
+        if inspect.isroutine(e.reference()) or inspect.isclass(e.reference())
+    }
+    answerable = set(kinds)
     deps = {ex["name"]: list(ex["depends_on"]) for ex in chapter["exercises"]}
     closures = {
         ex["name"]: _closure(ex["name"], deps, failing) & answerable

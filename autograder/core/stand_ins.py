@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from autograder.core.drivers import clone_nested
+
 Ask = Callable[[str, list[Any], dict[str, Any]], Any]
 
 # Plain-data markers for what a tensor alone cannot say.
@@ -76,6 +78,11 @@ def _rebuild(value: Any, tensors: Iterator[torch.Tensor]) -> Any:
     return value
 
 
+def _attributes(obj: Any) -> dict[str, Any]:
+    """A plain object's public attributes (what travels for it)."""
+    return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+
+
 # ----------------------------------------------------------------- the child's side
 
 
@@ -117,8 +124,7 @@ def _plain(value: Any, name: str) -> Any:
         return {str(k): _plain(v, name) for k, v in value.items()}
     kind = getattr(type(value), "stand_in_kind", type(value).__name__)
     if not isinstance(value, nn.Module) and hasattr(value, "__dict__"):
-        attributes = {k: v for k, v in vars(value).items() if not k.startswith("_")}
-        return {OBJECT: {"kind": kind, "state": _plain(attributes, name)}}
+        return {OBJECT: {"kind": kind, "state": _plain(_attributes(value), name)}}
     raise TypeError(f"the reference's `{name}` cannot stand in for a {type(value).__name__}")
 
 
@@ -260,7 +266,7 @@ def stand_in_object_class(name: str, ask: Ask) -> type:
     reference's class with this object's attributes, which come back changed."""
 
     def call(self: Any, method: str, args: Any, kwargs: Any) -> Any:
-        state = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        state = _attributes(self)
         question = {**kwargs, METHOD: {"state": state, "name": method}}
         value, after = _ask_call(name, ask, args, question)
         device = _first_device(leaves(list(state.values())))
@@ -353,29 +359,14 @@ def _revive(value: Any, made: list[torch.Generator], classes: dict[str, type] | 
     return value
 
 
-def _attributes(obj: Any) -> dict[str, Any]:
-    return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
-
-
 def _snapshot(leaf: Any) -> Any:
     if isinstance(leaf, nn.Parameter):
         return (leaf.detach().clone(), None if leaf.grad is None else leaf.grad.clone())
     if isinstance(leaf, torch.Tensor):
         return leaf.detach().clone()
     if hasattr(leaf, "__dict__") and not isinstance(leaf, nn.Module | torch.Generator):
-        return _copy(_attributes(leaf))
+        return clone_nested(_attributes(leaf))
     return None
-
-
-def _copy(value: Any) -> Any:
-    """Nested lists, tuples and dicts copied, tensors cloned."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, list | tuple):
-        return type(value)(_copy(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    return value
 
 
 def _same(a: Any, b: Any) -> bool:
