@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 SETUP_STAMP := .venv/.llm-course-installed
 
-.PHONY: setup book test lint format fixtures stubs bench clean model
+.PHONY: setup book test lint format fixtures stubs bench clean model gpu-check
 
 setup: $(SETUP_STAMP)
 
@@ -48,3 +48,9 @@ bench: setup
 # The course's own small language models (chapter 04), trained once and cached in .cache/.
 model: setup
 	$(PY) -m solutions.course_model
+
+# Every reference (each grading case, float32 and bfloat16) and every notebook on a CUDA
+# GPU, compared with the CPU; prints a table (also _build/gpu_check.md). On a machine
+# without a GPU it says so; `.venv/bin/python scripts/gpu_check.py --device cpu` tries it.
+gpu-check: setup model
+	$(PY) scripts/gpu_check.py

@@ -14,9 +14,13 @@ Four tables, every number a ratio to a baseline measured in the same run:
 2. Greedy generation on the course model (chapter 04, main): ``generate_with_kv_cache``
    against recomputing the whole prefix at every step (chapter 07's ``generate`` at
    temperature 0), tokens per second at several final lengths; both give the same tokens.
+   Then the same at 512 and 1,024 tokens on a model of the course size with that context
+   (random weights), with ``solutions.fast``'s preallocated cache beside chapter 09's.
 3. Speculative decoding, the course's draft model proposing gamma tokens for the main
    model, against plain sampling from the main model (temperature 1): acceptance rate,
-   target forward passes per generated token and the wall-clock ratio, for several gamma.
+   target forward passes per generated token and the wall-clock ratio, for several gamma,
+   recomputing the sequence (chapter 09's reference) and with a KV cache in both models
+   (``solutions.fast.speculative_decode_cached``).
 4. The main course model with every ``nn.Linear`` replaced by ``Int8Linear.from_float``:
    the bytes of its weights and the time of a forward pass against float32.
 
@@ -49,6 +53,8 @@ LENGTHS = (1024, 4096, 16384)
 ATTN_REPEATS = 5
 KV_LENGTHS = (32, 64, 128)  # final lengths; the course model sees at most 128 tokens
 KV_REPEATS = 7
+LONG_LENGTHS = (512, 1024)  # final lengths on a course-size model with 1,024 positions
+LONG_PROMPT, LONG_REPEATS = 16, 3
 PROMPT = "Return the number of"
 GAMMAS = (1, 2, 4, 8)
 SPEC_PROMPTS = ("Return the", "If the file", "This module provides")
@@ -239,67 +245,146 @@ def bench_kv_cache(main, tokenizer, progress: tqdm) -> str:
     return markdown_table(header, rows, note)
 
 
+def bench_long_kv_cache(progress: tqdm) -> str:
+    from solutions.architectures import GPT
+    from solutions.course_model import CONFIGS
+    from solutions.fast import sample_cached
+    from solutions.inference import generate_with_kv_cache
+    from solutions.sampling import generate
+
+    cfg = CONFIGS["main"]
+    torch.manual_seed(0)
+    model = GPT(1024, cfg.d_model, cfg.n_layers, cfg.n_heads, max(LONG_LENGTHS)).eval()
+    prompt = torch.randint(1024, (1, LONG_PROMPT), generator=torch.Generator().manual_seed(0))
+    rows = []
+    for length in LONG_LENGTHS:
+        new = length - LONG_PROMPT
+        runs = {
+            "full": lambda n=new: generate(model, prompt, n, temperature=0.0),
+            "kv": lambda n=new: generate_with_kv_cache(model, prompt, n),
+            "fast": lambda n=new: sample_cached(model, prompt, n, temperature=0.0),
+        }
+        with torch.no_grad():
+            outs = {name: run() for name, run in runs.items()}
+            seconds = median_times(runs, LONG_REPEATS, warm_up=False)
+        progress.update(1)
+        same = all(torch.equal(out, outs["full"]) for out in outs.values())
+        tps = {name: new / s for name, s in seconds.items()}
+        rows.append(
+            [
+                f"{length}",
+                f"{tps['full']:,.0f}",
+                f"{tps['kv']:,.0f}",
+                f"{tps['kv'] / tps['full']:.1f}",
+                f"{tps['fast']:,.0f}",
+                f"{tps['fast'] / tps['full']:.1f}",
+                "yes" if same else "no (a near-tie of random weights)",
+            ]
+        )
+    header = [
+        "final length",
+        "recompute tokens/s",
+        "chapter 09 KV cache tokens/s",
+        "speed-up",
+        "preallocated cache (solutions.fast) tokens/s",
+        "speed-up",
+        "same tokens",
+    ]
+    note = (
+        f"Greedy generation after a {LONG_PROMPT}-token random prompt on chapter 02's GPT with "
+        f"the main course model's shape ({_count(model):,} parameters) and "
+        f"{max(LONG_LENGTHS)} positions, random weights, batch 1, {_threads()}; median of "
+        f"{LONG_REPEATS} interleaved repeats. Chapter 09's cache grows by `torch.cat` and "
+        "computes attention by hand; the preallocated one writes into fixed buffers and runs "
+        "`F.scaled_dot_product_attention` with one fused query/key/value product."
+    )
+    return markdown_table(header, rows, note)
+
+
 def bench_speculative(main, draft, tokenizer, progress: tqdm) -> str:
+    from solutions.fast import sample_cached, speculative_decode_cached
     from solutions.inference import speculative_decode
     from solutions.sampling import generate
 
     prompts = [torch.tensor([tokenizer.encode(p)]) for p in SPEC_PROMPTS]
 
-    def plain() -> None:
-        for i, ids in enumerate(prompts):
-            g = torch.Generator().manual_seed(i)
-            generate(main, ids, SPEC_NEW_TOKENS, temperature=1.0, generator=g)
+    def plain(sampler: Callable[..., torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            for i, ids in enumerate(prompts):
+                g = torch.Generator().manual_seed(i)
+                sampler(main, ids, SPEC_NEW_TOKENS, temperature=1.0, generator=g)
 
-    stats_by_gamma: dict[int, dict[str, float]] = {}
+        return run
 
-    def speculative(gamma: int) -> Callable[[], None]:
+    stats_by_run: dict[str, dict[str, float]] = {}
+
+    def speculative(name: str, decode: Callable[..., tuple], gamma: int) -> Callable[[], None]:
         def run() -> None:
             totals: dict[str, float] = {}
             for i, ids in enumerate(prompts):
                 g = torch.Generator().manual_seed(i)
-                out, stats = speculative_decode(
+                out, stats = decode(
                     main, draft, ids, SPEC_NEW_TOKENS, gamma=gamma, temperature=1.0, generator=g
                 )
                 totals["new"] = totals.get("new", 0) + out.shape[1] - ids.shape[1]
                 for key, value in stats.items():
                     if isinstance(value, (int, float)):
                         totals[key] = totals.get(key, 0) + value
-            stats_by_gamma[gamma] = totals
+            stats_by_run[name] = totals
 
         return run
 
-    runs = {"plain": plain, **{f"gamma={g}": speculative(g) for g in GAMMAS}}
+    runs = {"plain": plain(generate), "plain cached": plain(sample_cached)}
+    for gamma in GAMMAS:
+        runs[f"gamma={gamma}"] = speculative(f"gamma={gamma}", speculative_decode, gamma)
+        runs[f"cached gamma={gamma}"] = speculative(
+            f"cached gamma={gamma}", speculative_decode_cached, gamma
+        )
     with torch.no_grad():
         seconds = median_times(runs, SPEC_REPEATS, warm_up=False)
     progress.update(1)
-    rows = [["plain sampling (main model)", "", "1.00", "0", "1.00", "1.00"]]
-    for gamma in GAMMAS:
-        s = stats_by_gamma[gamma]
-        rows.append(
-            [
-                f"speculative, gamma = {gamma}",
-                f"{s[ACCEPTED] / s[PROPOSED]:.2f}",
-                f"{s[TARGET_CALLS] / s['new']:.2f}",
-                f"{s[DRAFT_CALLS] / s['new']:.2f}",
-                f"{seconds[f'gamma={gamma}'] / seconds['plain']:.2f}",
-                f"{seconds['plain'] / seconds[f'gamma={gamma}']:.2f}",
-            ]
-        )
+
+    def times(name: str) -> list[str]:
+        return [
+            f"{seconds[name] / seconds['plain']:.2f}",
+            f"{seconds[name] / seconds['plain cached']:.2f}",
+        ]
+
+    rows = [
+        ["plain sampling (main model)", "no", "", "1.00", "0", *times("plain")],
+        ["plain sampling (main model)", "yes", "", "1.00", "0", *times("plain cached")],
+    ]
+    for cached in (False, True):
+        for gamma in GAMMAS:
+            name = f"cached gamma={gamma}" if cached else f"gamma={gamma}"
+            s = stats_by_run[name]
+            rows.append(
+                [
+                    f"speculative, gamma = {gamma}",
+                    "yes, both models" if cached else "no",
+                    f"{s[ACCEPTED] / s[PROPOSED]:.2f}",
+                    f"{s[TARGET_CALLS] / s['new']:.2f}",
+                    f"{s[DRAFT_CALLS] / s['new']:.2f}",
+                    *times(name),
+                ]
+            )
     header = [
         "decoding",
+        "KV cache",
         "acceptance rate (accepted / proposed)",
         "target forwards / token",
         "draft forwards / token",
-        "time / plain",
-        "speed-up",
+        "time / plain without cache",
+        "time / plain with cache",
     ]
     note = (
         f"Sampling at temperature 1, {SPEC_NEW_TOKENS} new tokens after each of "
         f"{len(SPEC_PROMPTS)} prompts, the draft course model ({_count(draft):,} parameters) "
         f"proposing for the main one ({_count(main):,}); {_threads()}, "
-        f"median of {SPEC_REPEATS} interleaved repeats. Plain sampling: chapter "
-        "07's `generate`, one target forward pass per token. Both recompute the whole "
-        "sequence at every forward pass (no KV cache)."
+        f"median of {SPEC_REPEATS} interleaved repeats. Plain sampling without cache: chapter "
+        "07's `generate`; with cache: `solutions.fast.sample_cached` (the same draws). "
+        "Speculative without cache: chapter 09's `speculative_decode`; with caches: "
+        "`solutions.fast.speculative_decode_cached`, which draws the same tokens."
     )
     return markdown_table(header, rows, note)
 
@@ -398,12 +483,13 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     try:
         main_model, draft, tokenizer = _models()
-        steps = len(LENGTHS) * 4 + len(KV_LENGTHS) + 2
+        steps = len(LENGTHS) * 4 + len(KV_LENGTHS) + len(LONG_LENGTHS) + 2
         with tqdm(total=steps, desc="bench.inference") as progress:
             attention = bench_attention(progress)
             sections = [
                 ("Flash attention: time and peak memory", attention),
                 ("KV cache: greedy generation", bench_kv_cache(main_model, tokenizer, progress)),
+                ("KV cache at 512 and 1,024 tokens", bench_long_kv_cache(progress)),
                 (
                     "Speculative decoding",
                     bench_speculative(main_model, draft, tokenizer, progress),

@@ -36,6 +36,8 @@ class MultiHeadAttention(nn.Module):
     ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj`` are ``nn.Linear(d_model, d_model,
     bias=bias)``; ``mask`` is bool, broadcastable to (B, n_heads, L, S), True = allowed.
     Self-attention when ``context`` is None, cross-attention on ``context (B, S, d_model)``.
+    ``is_causal=True`` (without a mask) is the causal mask without building it: the fused
+    kernel then skips the blocks above the diagonal.
     """
 
     def __init__(self, d_model: int, n_heads: int, bias: bool = True) -> None:
@@ -56,7 +58,10 @@ class MultiHeadAttention(nn.Module):
         x: torch.Tensor,
         context: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
+        is_causal: bool = False,
     ) -> torch.Tensor:
+        if is_causal and mask is not None:
+            raise ValueError("give either mask or is_causal=True, not both")
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(
                 f"x must have shape (B, L, d_model={self.d_model}), got {tuple(x.shape)}"
@@ -68,7 +73,21 @@ class MultiHeadAttention(nn.Module):
         q = self.q_proj(x).view(B, L, H, Dh).transpose(1, 2)  # (B, H, L, Dh)
         k = self.k_proj(context).view(B, S, H, Dh).transpose(1, 2)  # (B, H, S, Dh)
         v = self.v_proj(context).view(B, S, H, Dh).transpose(1, 2)  # (B, H, S, Dh)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, Dh)
+        if (
+            q.dtype == torch.bfloat16
+            and q.device.type == "cpu"
+            and torch.is_autocast_enabled("cpu")
+        ):
+            # Under CPU autocast the projections run in bfloat16, but PyTorch's CPU flash
+            # attention is 2-3x slower in bfloat16 than in float32 (bench.training): it
+            # runs in float32, with autocast off (which would cast its inputs back).
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(
+                    q.float(), k.float(), v.float(), attn_mask=mask, is_causal=is_causal
+                )
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        # out: (B, H, L, Dh)
         out = out.transpose(1, 2).reshape(B, L, self.d_model)  # (B, L, d_model)
         return self.out_proj(out)  # (B, L, d_model)
 
@@ -109,6 +128,5 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3:
             raise ValueError(f"x must have shape (B, L, d_model), got {tuple(x.shape)}")
-        mask = causal_mask(x.shape[1], device=x.device) if self.causal else None  # (L, L)
-        x = x + self.attn(self.ln1(x), mask=mask)  # (B, L, d_model)
+        x = x + self.attn(self.ln1(x), is_causal=self.causal)  # (B, L, d_model)
         return x + self.ff(self.ln2(x))  # (B, L, d_model)

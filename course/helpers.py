@@ -3,6 +3,7 @@ swapping the layers of a model."""
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 from collections.abc import Callable
@@ -12,7 +13,13 @@ from torch import nn
 
 
 def pick_device() -> torch.device:
-    """The GPU when there is one (CUDA, or Apple's MPS), else the CPU."""
+    """The GPU when there is one (CUDA, or Apple's MPS), else the CPU.
+
+    ``$LLM_COURSE_DEVICE`` (e.g. "cpu", "cuda") overrides the choice (``make gpu-check``).
+    """
+    forced = os.environ.get("LLM_COURSE_DEVICE")
+    if forced:
+        return torch.device(forced)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

@@ -12,8 +12,12 @@ trains its own, with chapter 04's reference code on chapter 02's ``GPT``:
    chunking), shared by both models, so the small one can serve as the draft
    model of speculative decoding and the student of distillation (chapter 09).
 3. Models: ``"main"`` (4 layers, d_model 128) and ``"draft"`` (2 layers,
-   d_model 64), each trained with ``train_language_model`` from a fixed seed,
-   on a fixed number of CPU threads, so a second run gives the same weights.
+   d_model 64), each initialised as chapter 02's ``GPT`` from a fixed seed and
+   trained on a fixed number of CPU threads, so a second run gives the same
+   weights. Training takes the fast path (``solutions.fast.train_fast``: chapter
+   04's loop through PyTorch's fused routines, with bfloat16 matrix products where
+   the CPU has them natively); ``tests/test_fast_path.py`` shows it gives the losses
+   of chapter 04's readable ``train_language_model``.
 
 Everything lands in a cache folder (``.cache/course_model/`` at the repository
 root, or ``$LLM_COURSE_CACHE``): the tokenizer (JSON of the merges), the token
@@ -50,13 +54,8 @@ import torch
 from course.corpus import stdlib_documents
 from course.model import EOS_ID, REPO_CACHE, SIZES, cache_folder
 from solutions.architectures import GPT
-from solutions.training import (
-    BPETokenizer,
-    cross_entropy,
-    deduplicate,
-    normalize_text,
-    train_language_model,
-)
+from solutions.fast import autocast_dtype, fused_copy, train_fast
+from solutions.training import BPETokenizer, cross_entropy, deduplicate, normalize_text
 
 DEFAULT_CACHE = REPO_CACHE  # course.model reads what this module writes, from one place
 # GPT-2's chunking (contractions, words with their leading space, numbers,
@@ -297,11 +296,16 @@ def sample(
 PROMPTS = ("Return the", "If the file", "This module provides", "The default value")
 
 
+TRAINER = "solutions.fast.train_fast"  # the loop that trains the course models
+
+
 def _fingerprint(config: ModelConfig, corpus: dict[str, Any], vocab_size: int) -> dict[str, Any]:
+    low = autocast_dtype("cpu", "auto")  # bfloat16 products where the CPU has them
     return {
         "config": dataclasses.asdict(config),
         "corpus": corpus["sha256"],
         "vocab_size": vocab_size,
+        "trainer": {"loop": TRAINER, "matmul_dtype": str(low or torch.float32)},
     }
 
 
@@ -347,10 +351,10 @@ def train_course_model(
     torch.use_deterministic_algorithms(True)
     try:
         torch.manual_seed(config.seed)
-        model = _build(config, len(tokenizer.vocab))
+        fast = fused_copy(_build(config, len(tokenizer.vocab)))  # chapter 02's initial weights
         start = time.perf_counter()
-        history = train_language_model(
-            model,
+        history = train_fast(
+            fast,
             train_ids,
             steps=config.steps,
             batch_size=config.batch_size,
@@ -362,8 +366,11 @@ def train_course_model(
             grad_clip=config.grad_clip,
             generator=torch.Generator().manual_seed(config.seed),
             progress=progress,
+            precision="auto",
         )
         seconds = time.perf_counter() - start
+        model = _build(config, len(tokenizer.vocab))
+        model.load_state_dict(fast.state_dict())
         val_loss = evaluate_loss(model, val_ids, config.max_seq_len)
         samples = {p: sample(model, tokenizer, p, seed=i) for i, p in enumerate(PROMPTS)}
     finally:

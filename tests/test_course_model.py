@@ -76,7 +76,7 @@ def test_training_is_deterministic_and_the_cache_is_reused(tmp_path: Path, monke
     def no_training(*args, **kwargs):
         raise AssertionError("the cached model should have been used")
 
-    monkeypatch.setattr(course_model, "train_language_model", no_training)
+    monkeypatch.setattr(course_model, "train_fast", no_training)
     cached, _, meta2 = train_course_model("main", tmp_path, config=TINY, corpus=TINY_CORPUS,
                                           progress=False)  # fmt: skip
     assert meta2 == meta

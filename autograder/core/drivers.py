@@ -31,6 +31,8 @@ def _module(obj: Callable[..., Any], case: Case) -> Any:
         raise TypeError(f"{type(module).__name__} is not a torch.nn.Module subclass")
     if case.get("dtype"):  # a dtype variant: the module's weights in that dtype too
         module = module.to(getattr(torch, case["dtype"]))
+    if case.get("device"):  # make gpu-check: the module on the case's device
+        module = module.to(case["device"])
     state = case.get("state")
     if state is not None:
         result = module.load_state_dict(state, strict=False)
