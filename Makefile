@@ -27,12 +27,12 @@ format: setup
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
-# Three workers on pytest-xdist (tests/conftest.py says how tests are grouped and ordered:
-# a file's tests stay together when they share a module fixture, the slow ones go first).
+# Three workers on pytest-xdist (tests/conftest.py's scheduler says how tests are grouped
+# and ordered: a file's tests stay together when it has a module fixture, slow ones first).
 # Three on two cores: many tests wait on kernels, browsers and sandboxed children.
 TEST_WORKERS ?= 3
 test: setup lint model
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15
 
 # Regenerate the self-check fixtures and the notebook stubs from solutions/.
 fixtures: setup

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -37,13 +39,35 @@ def models():
 
 
 # ------------------------------------------------------------------ scheduling (xdist)
-# `make test` runs the suite on several workers with ``--dist loadgroup``. A test that
-# uses a module- or session-scoped fixture (a built book, a released class, a graded zip)
-# stays on one worker with the other tests of its file, so the fixture is made once; every
-# other test is a unit of its own and goes to whichever worker is free. The slow tests are
-# handed out first (the groups among them before the single tests), so that the longest
-# ones do not start last and run alone at the end.
+# `make test` runs the suite on several workers. A test file that defines a module- or
+# session-scoped fixture (a built book, a released class, a graded zip) is one unit of work,
+# kept on one worker so the fixture is made once; every other test, and the tests of such a
+# file listed in SPREAD (which use none of those fixtures: checked at collection), is a unit
+# of its own and goes to whichever worker is free. The slow units are handed out first, the
+# files before the single tests, so the longest ones do not start last and run alone.
+# (xdist's own --dist loadgroup cannot do this with pytest 9: it renames node ids through an
+# attribute pytest 9 no longer reads, so the groups are silently ignored.)
+SPREAD = (
+    "tests/test_release_nbgrader.py::test_nbgrader_and_llm_course_agree_on_every_chapter",
+    "tests/test_release_nbgrader.py::test_release_of_some_chapters_ships_only_theirs",
+    "tests/test_release_nbgrader.py::test_release_names_an_unknown_chapter",
+)
 CHEAP_SHARED = {"root", "models"}  # shared fixtures that are cheap to make on every worker
+_SHARED_FIXTURE = re.compile(r"""scope\s*=\s*["'](module|package|session)["']""")
+
+
+@functools.cache
+def _file_shares_fixtures(path: str) -> bool:
+    """Whether the test file defines a module-, package- or session-scoped fixture."""
+    return bool(_SHARED_FIXTURE.search((ROOT / path).read_text(encoding="utf-8")))
+
+
+def scope_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: its file, or the test alone."""
+    path = nodeid.split("::", 1)[0]
+    if nodeid.startswith(SPREAD) or not _file_shares_fixtures(path):
+        return nodeid
+    return path
 
 
 def _shares_a_fixture(item: pytest.Item) -> bool:
@@ -59,17 +83,28 @@ def _shares_a_fixture(item: pytest.Item) -> bool:
     return False
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByScope(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return ByScope(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    grouped = set()
-    for item in items:
-        if _shares_a_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-            grouped.add(id(item))
+    alone = [i for i in items if scope_of(i.nodeid) == i.nodeid and _shares_a_fixture(i)]
+    if alone:
+        raise pytest.UsageError(
+            f"{alone[0].nodeid} uses a module- or session-scoped fixture but would run apart "
+            "from its file: remove it from SPREAD in tests/conftest.py"
+        )
     order = {id(item): i for i, item in enumerate(items)}
 
-    def key(item: pytest.Item) -> tuple[bool, bool, int]:  # slow groups, slow tests, the rest
+    def key(item: pytest.Item) -> tuple[bool, bool, int]:  # slow files, slow tests, the rest
         slow = item.get_closest_marker("slow") is not None
-        return (not slow, id(item) not in grouped, order[id(item)])
+        return (not slow, scope_of(item.nodeid) == item.nodeid, order[id(item)])
 
     items.sort(key=key)
 

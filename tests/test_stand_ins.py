@@ -68,7 +68,8 @@ def test_the_self_check_grades_once_and_names_the_failing_dependency(tmp_path: P
 
 def test_nothing_of_the_reference_reaches_the_student_while_it_stands_in(tmp_path: Path) -> None:
     """While the reference answers for causal_mask, the student's block looks everywhere for
-    the reference's source or bytecode; it answers wrong if it finds any."""
+    the reference's source or bytecode (once per process: the first forward call searches
+    everything it can see, stopping at the first trace); it answers wrong if it finds any."""
     marker = "True on and below the diagonal"  # from the reference's causal_mask docstring
     assert marker in (ROOT / "solutions/attention.py").read_text()
     spy = (
@@ -78,20 +79,34 @@ def test_nothing_of_the_reference_reaches_the_student_while_it_stands_in(tmp_pat
 _RIGHT_BLOCK = TransformerBlock
 
 
+_LEAKS = []  # the answer of the first search (the stand-in is the same for every case)
+
+
 def _reference_leaks():
+    if not _LEAKS:
+        _LEAKS.append(_search_for_the_reference())
+    return _LEAKS[0]
+
+
+def _search_for_the_reference():
     import gc, inspect, os, sys
-    found = []
+
+    def leaks(text):
+        return {marker!r} in text or text.startswith("solutions")
+
     try:
-        found.append(inspect.getsource(causal_mask))
+        if leaks(inspect.getsource(causal_mask)):
+            return True
     except (OSError, TypeError):
         pass
     code = getattr(causal_mask, "__code__", None)
-    if code is not None:
-        found += [repr(c) for c in code.co_consts]
+    found = [repr(c) for c in code.co_consts] if code is not None else []
     found += [repr(v) for v in (getattr(causal_mask, "__closure__", None) or ())]
     found += [repr(getattr(c, "cell_contents", "")) for c in (causal_mask.__closure__ or ())]
     found += [n for n in sys.modules if n.startswith(("solutions", "autograder.attention"))]
     found += [repr(o)[:500] for o in gc.get_objects() if isinstance(o, str) and {marker!r} in o]
+    if any(leaks(text) for text in found):
+        return True
     system = ("/proc", "/sys", "/dev", "/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc")
     for top in ("/", "/tmp", os.getcwd()):
         for dirpath, dirnames, filenames in os.walk(top):
@@ -101,14 +116,15 @@ def _reference_leaks():
             for name in filenames:
                 ours = name in ("attention.py", "attention.pyc") or name.startswith("attention.c")
                 if os.path.basename(dirpath) == "solutions":
-                    found.append("solutions: " + os.path.join(dirpath, name))
-                elif ours:  # the grader's own public/attention.py may be there: read it
+                    return True
+                if ours:  # the grader's own public/attention.py may be there: read it
                     try:
                         with open(os.path.join(dirpath, name), "rb") as f:
-                            found.append(f.read().decode("latin-1"))
+                            if leaks(f.read().decode("latin-1")):
+                                return True
                     except OSError:
                         pass
-    return any({marker!r} in text or text.startswith("solutions") for text in found)
+    return False
 
 
 class TransformerBlock(_RIGHT_BLOCK):
