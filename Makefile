@@ -27,10 +27,11 @@ format: setup
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
-# Three workers on pytest-xdist (tests/conftest.py's scheduler says how tests are grouped
+# Two workers on pytest-xdist (tests/conftest.py's scheduler says how tests are grouped
 # and ordered: a file's tests stay together when it has a module fixture, slow ones first).
-# Three on two cores: many tests wait on kernels, browsers and sandboxed children.
-TEST_WORKERS ?= 3
+# A third worker on two cores measured no faster (1092 s against 1078 s): the suite is
+# CPU-bound, and the book build then took 612 s instead of 266 s.
+TEST_WORKERS ?= 2
 test: setup lint model
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15
 
