@@ -18,6 +18,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# Under xdist the cores are shared out between the workers: each worker, and (through the
+# environment) the kernels, sandboxes and book page executions it starts, computes on
+# cores / workers threads, one on two cores. Multi-threaded PyTorch beside another busy
+# process spins in OpenMP's barriers: chapter 04's notebook took 125 CPU-seconds in the
+# suite and 21 alone. Tests that need a thread count set their own.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS >= 2:
+    _THREADS = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = _THREADS
+    torch.set_num_threads(int(_THREADS))
+
 
 @pytest.fixture(scope="session")
 def root() -> Path:

@@ -92,7 +92,7 @@ def _features(model, ids):
 @pytest.mark.slow
 def test_dpo_raises_the_preferred_behaviour_and_a_reward_model_learns_it() -> None:
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(min(2, threads))  # not more than the worker's share (conftest)
     try:
         reference, tokenizer, prompts = _setup()
         train_prompts, test_prompts = prompts[:64], prompts[-40:]

@@ -157,3 +157,48 @@ def test_deeply_nested_code_costs_only_its_cell(tmp_path: Path) -> None:
     assert obj is None and reason == "cell 2 cannot be parsed: its code is nested too deeply"
     obj, reason = sub.lookup("also_deep")
     assert obj is None and reason == "cell 3 cannot be parsed: its code is nested too deeply"
+
+
+class _Finalized:
+    def __del__(self) -> None:  # a finalizer lets the collector switch threads mid-parse
+        pass
+
+
+def test_submissions_load_on_several_threads_at_once(tmp_path: Path) -> None:
+    """Classes are graded in-process on several threads. CPython 3.11's AST converter keeps
+    its recursion depth in state all threads share; unguarded, concurrent parsing failed
+    with "SystemError: AST constructor recursion depth mismatch" (found in test_batch).
+    Frequent thread switches and garbage collections make the race show within a second."""
+    import gc
+    import sys
+    import threading
+
+    body = "".join(f"    y{i} = [(a, {{b: (c, [d])}}) for a in x if a]\n" for i in range(60))
+    path = tmp_path / "sub.py"
+    path.write_text(f"def f(x):\n{body}    return x\n")
+    failures: list[BaseException] = []
+
+    def load_many(worker: int) -> None:
+        for i in range(60):
+            cycle = _Finalized()
+            cycle.self = cycle  # garbage only the collector frees
+            try:
+                sub = load_submission(path, module_name=f"threaded_{worker}_{i}")
+                assert callable(sub.namespace["f"]) and not sub.broken
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                failures.append(exc)
+                return
+
+    interval, thresholds = sys.getswitchinterval(), gc.get_threshold()
+    sys.setswitchinterval(1e-6)
+    gc.set_threshold(10, 1, 1)
+    try:
+        threads = [threading.Thread(target=load_many, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+        gc.set_threshold(*thresholds)
+    assert failures == []

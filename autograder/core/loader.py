@@ -15,6 +15,7 @@ import json
 import linecache
 import re
 import sys
+import threading
 import traceback
 import types
 from collections.abc import Callable, Collection
@@ -24,6 +25,11 @@ from typing import Any
 
 _KEPT = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _DEFINES = re.compile(r"^(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)", re.MULTILINE)
+# CPython 3.11 keeps the AST converter's recursion depth in state shared by all threads:
+# two threads parsing at once can fail with "SystemError: AST constructor recursion depth
+# mismatch" (python/cpython#106905). A class graded in-process on several threads parses
+# submissions concurrently, so parsing and compiling a tree hold this lock.
+_AST_LOCK = threading.Lock()
 
 
 class SubmissionError(Exception):
@@ -183,7 +189,8 @@ def load_submission(
         lines = chunk.source.splitlines(keepends=True)
         linecache.cache[filename] = (len(chunk.source), None, lines, filename)
         try:
-            tree = ast.parse(chunk.source, filename=filename)
+            with _AST_LOCK:
+                tree = ast.parse(chunk.source, filename=filename)
         except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
             if isinstance(exc, SyntaxError):
                 problem = f"{chunk.origin} has a syntax error on line {exc.lineno}: {exc.msg}"
@@ -207,7 +214,8 @@ def load_submission(
             if on_statement is not None:
                 on_statement(key)
             try:
-                code = compile(ast.Module(body=[node], type_ignores=[]), filename, "exec")
+                with _AST_LOCK:
+                    code = compile(ast.Module(body=[node], type_ignores=[]), filename, "exec")
                 exec(code, sub.namespace)  # noqa: S102 - this is the point of a loader
             except KeyboardInterrupt:
                 raise
