@@ -41,6 +41,9 @@ CHAPTERS: tuple[ChapterInfo, ...] = (
     ChapterInfo("07", "sampling", "Sampling"),
     ChapterInfo("08", "evaluation", "Evaluation"),
     ChapterInfo("09", "inference", "Inference acceleration"),
+    ChapterInfo(
+        "10", "prompting", "Using language models: prompting, in-context learning, retrieval"
+    ),
 )
 
 
