@@ -266,8 +266,11 @@ def _logprob_case(g: torch.Generator, label: str, P: int, C: int, V: int,
                   ids_dtype: torch.dtype = torch.long) -> Case:  # fmt: skip
     return {
         "label": label,
-        "args": [_ids(g, P, V).to(ids_dtype), _ids(g, C, V).to(ids_dtype)],
-        "kwargs": {},
+        "args": [],
+        "kwargs": {
+            "prompt_ids": _ids(g, P, V).to(ids_dtype),
+            "continuation_ids": _ids(g, C, V).to(ids_dtype),
+        },
         "state": _state(g, V),
     }
 
@@ -438,8 +441,8 @@ def _classify_case(g: torch.Generator, label: str, P: int, lengths: list[int], V
                    **kwargs: Any) -> Case:  # fmt: skip
     return {
         "label": label,
-        "args": [_ids(g, P, V), _labels(g, lengths, V)],
-        "kwargs": kwargs,
+        "args": [],
+        "kwargs": {"prompt_ids": _ids(g, P, V), "label_ids": _labels(g, lengths, V), **kwargs},
         "state": _state(g, V),
     }
 
@@ -462,7 +465,8 @@ def _classify_cases(g: torch.Generator) -> list[Case]:
 
     def tie() -> Case:
         case = _classify_case(g, "the same label twice: the lowest index", 2, [2, 1], 7)
-        case["args"][1].append(case["args"][1][0].clone())  # labels 0 and 2 are identical
+        labels = case["kwargs"]["label_ids"]
+        labels.append(labels[0].clone())  # labels 0 and 2 are identical
         return case
 
     tied = _separating(
@@ -774,8 +778,8 @@ def _sc_case(g: torch.Generator, label: str, P: int, n: int, steps: int,
     state["table"][:, VOCAB.index("=")] += -torch.inf if no_answer else 1.0
     return {
         "label": label,
-        "args": [prompt, n, steps],
-        "kwargs": kwargs,
+        "args": [],
+        "kwargs": {"prompt_ids": prompt, "n_samples": n, "max_new_tokens": steps, **kwargs},
         "state": state,
         "seed": int(torch.randint(0, 2**31 - 2, (1,), generator=g)),
         "vocab": VOCAB,
@@ -1065,14 +1069,14 @@ def _constrained_case(g: torch.Generator, label: str, P: int, V: int,
             break
     return {
         "label": label,
-        "args": [_ids(g, P, V), [torch.tensor(o) for o in options]],
-        "kwargs": {},
+        "args": [],
+        "kwargs": {"prompt_ids": _ids(g, P, V), "options": [torch.tensor(o) for o in options]},
         "state": _state(g, V),
     }
 
 
 def _run_constrained(fn: Callable, case: Case) -> Any:
-    return fn(_model(case), *case["args"])
+    return fn(_model(case), **case["kwargs"])
 
 
 def _constrained_cases(g: torch.Generator) -> list[Case]:
@@ -1085,8 +1089,9 @@ def _constrained_cases(g: torch.Generator) -> list[Case]:
     # a tie between the first tokens of two options: the lower token id wins
     tie = _constrained_case(g, "tied first tokens: the lowest token id", 2, 8, [[None], [None]])
     lo, hi = 2, 6
-    tie["args"][1] = [torch.tensor([hi]), torch.tensor([lo, 5])]
-    a, b = int(tie["args"][0][-1]), int(tie["args"][0][-2])
+    tie["kwargs"]["options"] = [torch.tensor([hi]), torch.tensor([lo, 5])]
+    prompt = tie["kwargs"]["prompt_ids"]
+    a, b = int(prompt[-1]), int(prompt[-2])
     tie["state"]["table"][a, lo] = tie["state"]["table"][a, hi] = 5.0
     tie["state"]["prev"][b, lo] = tie["state"]["prev"][b, hi] = 1.0
     return [

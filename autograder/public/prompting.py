@@ -67,7 +67,7 @@ def vote_with_none_flag(obj: Any, case: Case) -> tuple[Any, bool]:
 
 
 def logprob_with_table(obj: Any, case: Case) -> Any:
-    """``obj(model, prompt_ids, continuation_ids)`` with a table that requires gradients.
+    """``obj(model, prompt_ids=..., continuation_ids=...)`` with a table that requires gradients.
 
     Returns (logprob, differentiable, model_inputs): whether the answer carries a
     gradient back to the table, and the shapes of the ids the model was called with.
@@ -80,7 +80,7 @@ def logprob_with_table(obj: Any, case: Case) -> Any:
 
 
 def classify_with_table(obj: Any, case: Case) -> Any:
-    """``obj(model, prompt_ids, label_ids, **kwargs)``; returns (scores, best,
+    """``obj(model, prompt_ids=..., label_ids=..., **kwargs)``; returns (scores, best,
     model_inputs), or the answer itself when it is not a pair."""
     model = _model(case)
     answer = obj(model, *case.get("args", []), **case.get("kwargs", {}))
@@ -106,18 +106,14 @@ def _parser(pattern: str):
 
 
 def self_consistency_with_table(obj: Any, case: Case) -> Any:
-    """``obj(model, prompt_ids, n_samples, max_new_tokens, decode, parse, **kwargs,
-    generator=...)``; returns (answer, answers, no_grad), or the answer itself when it
-    is not a pair."""
+    """``obj(model, **kwargs, decode=..., parse=..., generator=...)``; returns (answer,
+    answers, no_grad), or the answer itself when it is not a pair."""
     model = _model(case, requires_grad=True)
-    prompt_ids, n_samples, max_new_tokens = case["args"]
     generator = torch.Generator().manual_seed(case["seed"])
     decode, parse = _decoder(case["vocab"]), _parser(case["pattern"])
+    kwargs = {**case.get("kwargs", {}), "decode": decode, "parse": parse, "generator": generator}
     with torch.enable_grad():
-        answer = obj(
-            model, prompt_ids, n_samples, max_new_tokens, decode, parse,
-            **case.get("kwargs", {}), generator=generator,
-        )  # fmt: skip
+        answer = obj(model, *case.get("args", []), **kwargs)
     if not isinstance(answer, tuple | list) or len(answer) != 2:
         return answer
     no_grad = bool(model.grad_enabled) and not any(model.grad_enabled)
@@ -125,7 +121,7 @@ def self_consistency_with_table(obj: Any, case: Case) -> Any:
 
 
 def constrained_with_table(obj: Any, case: Case) -> Any:
-    """``obj(model, prompt_ids, options)``; returns (index, model_inputs, no_grad)."""
+    """``obj(model, prompt_ids=..., options=...)``; returns (index, model_inputs, no_grad)."""
     model = _model(case, requires_grad=True)
     with torch.enable_grad():
         answer = obj(model, *case.get("args", []), **case.get("kwargs", {}))
