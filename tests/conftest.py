@@ -59,7 +59,6 @@ def models():
 # (xdist's own --dist loadgroup cannot do this with pytest 9: it renames node ids through an
 # attribute pytest 9 no longer reads, so the groups are silently ignored.)
 SPREAD = (
-    "tests/test_release_nbgrader.py::test_nbgrader_and_llm_course_agree_on_every_chapter",
     "tests/test_release_nbgrader.py::test_release_of_some_chapters_ships_only_theirs",
     "tests/test_release_nbgrader.py::test_release_names_an_unknown_chapter",
 )

@@ -106,32 +106,6 @@ def test_nbgrader_autograde_agrees_with_llm_course_grade(released: Path) -> None
     assert nbgrader_scores == ours == {"alice": 16, "bob": 0, "carol": 15, "mallory": 0}
 
 
-LATER_CHAPTERS = [c for c in present_chapters() if c.number != "01"]
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not bwrap_works(), reason="bubblewrap cannot run here")
-@pytest.mark.parametrize("info", LATER_CHAPTERS, ids=[c.key for c in LATER_CHAPTERS])
-def test_nbgrader_and_llm_course_agree_on_every_chapter(info, tmp_path: Path) -> None:
-    """Each chapter's release through the real nbgrader: the reference earns every point,
-    the untouched stubs none, and nbgrader's grades.csv says what `llm-course grade` says."""
-    assert main(["release", "--out", str(tmp_path), "--chapters", info.number]) == 0
-    course = tmp_path / "nbgrader"
-    _run(["nbgrader", "generate_assignment", info.key], course)
-    notebook = json.loads((course / "release" / info.key / f"{info.key}.ipynb").read_text())
-    module = importlib.import_module(f"solutions.{info.slug}")
-    for student, nb in {"alice": _filled(notebook, module=module), "bob": notebook}.items():
-        path = course / "submitted" / student / info.key / f"{info.key}.ipynb"
-        path.parent.mkdir(parents=True)
-        path.write_text(json.dumps(nb))
-    _run(["nbgrader", "autograde", info.key], course)
-    _run(["nbgrader", "export"], course)
-    full = float(sum(e.points for e in load_spec(info).exercises))
-    assert main(["grade", str(course / "submitted"), "--out", str(tmp_path / "ours")]) == 0
-    ours = _scores(tmp_path / "ours" / "grades.csv", "score")
-    assert _scores(course / "grades.csv", "score") == ours == {"alice": full, "bob": 0.0}
-
-
 @pytest.mark.slow
 def test_student_bundle_installs_in_a_fresh_venv_and_self_checks(
     released: Path, tmp_path: Path
