@@ -31,8 +31,16 @@ import torch
 import torch.nn as nn
 
 from course.blocks import TransformerBlock
+from course.tasks import ALPHABET, CharTokenizer
 
-__all__ = ["EOS_ID", "CourseGPT", "CourseTokenizer", "load_course_model", "model_folders"]
+__all__ = [
+    "EOS_ID",
+    "CourseGPT",
+    "CourseTokenizer",
+    "load_course_model",
+    "load_task_model",
+    "model_folders",
+]
 
 HERE = Path(__file__).resolve().parent
 REPO_CACHE = HERE.parent / ".cache" / "course_model"
@@ -40,6 +48,7 @@ BUNDLED = HERE / "data" / "course_model"
 SIZES = ("main", "draft")
 EOS_ID = 0  # documents end with the NUL byte, id 0: generation can stop there
 FILES = ("tokenizer.json", "{size}.json", "{size}.pt")  # what one model needs
+TASK_MODEL = "tasks"  # chapter 10's model of small tasks: tasks.json and tasks.pt
 
 
 class CourseGPT(nn.Module):
@@ -211,3 +220,46 @@ def load_course_model(
     if device is not None:
         model = model.to(device)
     return model.eval(), tokenizer
+
+
+def load_task_model(
+    device: str | torch.device | None = None,
+    directory: str | Path | None = None,
+) -> tuple[CourseGPT, CharTokenizer]:
+    """Chapter 10's "tasks" model in eval mode, and its character tokenizer.
+
+    A GPT trained on the episodes of ``course.tasks`` (examples of unnamed small
+    tasks, one per line), so it continues a few-shot prompt of ``build_prompt``. It
+    reads at most ``max_seq_len`` characters (its ``tasks.json`` says how many).
+    Found like ``load_course_model``'s models; in the repository, trained first
+    when missing or outdated (about a minute).
+
+    Raises:
+        FileNotFoundError: no folder has the model and it cannot be trained here.
+    """
+    if _solutions_present():
+        from solutions.task_model import train_task_model
+
+        train_task_model(directory)  # trains only when missing or outdated
+    folders = model_folders(directory)
+    names = (f"{TASK_MODEL}.json", f"{TASK_MODEL}.pt")
+    folder = next((f for f in folders if all((f / n).is_file() for n in names)), None)
+    if folder is None:
+        raise FileNotFoundError(
+            f"no tasks model in {', '.join(str(f) for f in folders)}: in the course "
+            "repository run `make model`"
+        )
+    meta = json.loads((folder / names[0]).read_text(encoding="utf-8"))
+    alphabet = meta["fingerprint"]["alphabet"]
+    if alphabet != ALPHABET:
+        raise ValueError(f"{folder / names[0]} was trained on another alphabet than course.tasks")
+    config = meta["fingerprint"]["config"]
+    model = CourseGPT(
+        len(alphabet), config["d_model"], config["n_layers"], config["n_heads"],
+        config["max_seq_len"],
+    )  # fmt: skip
+    state = torch.load(folder / names[1], map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    if device is not None:
+        model = model.to(device)
+    return model.eval(), CharTokenizer(alphabet)

@@ -25,7 +25,8 @@ ids, and per model its ``state_dict`` and a JSON of its configuration and
 numbers (validation loss and perplexity, training time, samples). A second
 call finds them and trains nothing.
 
-    python -m solutions.course_model          # `make model`: both models
+    python -m solutions.course_model          # `make model`: both models, and
+                                              # chapter 10's (solutions.task_model)
     from solutions.course_model import load_course_model
     model, tokenizer = load_course_model()      # or load_course_model("draft")
 """
@@ -425,16 +426,20 @@ def load_course_model(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train (or reuse) the course models.")
-    parser.add_argument("--size", choices=[*SIZES, "all"], default="all")
+    parser.add_argument("--size", choices=[*SIZES, "tasks", "all"], default="all")
     parser.add_argument("--force", action="store_true", help="retrain even if cached")
     parser.add_argument("--cache-dir", default=None, help=f"default: {DEFAULT_CACHE}")
     args = parser.parse_args(argv)
-    sizes = SIZES if args.size == "all" else (args.size,)
+    sizes = SIZES if args.size == "all" else tuple(s for s in SIZES if s == args.size)
     start = time.perf_counter()
     rows = []
     for size in sizes:
         _, _, meta = train_course_model(size, args.cache_dir, force=args.force)
         rows.append(meta)
+    if args.size in ("all", "tasks"):  # chapter 10's model of small tasks, its own corpus
+        from solutions.task_model import train_task_model
+
+        rows.append(train_task_model(args.cache_dir, force=args.force)[2])
     folder = cache_dir(args.cache_dir)
     print(f"\ncourse models in {folder} (ready in {time.perf_counter() - start:.0f} s)")
     print("| model | parameters | steps x tokens | train time | tokens/s | val loss | val ppl |")

@@ -1,0 +1,349 @@
+"""Small text tasks written as text: the corpus of the "tasks" course model (chapter 10).
+
+A language model learns from a stream of text. Here the text is made of *episodes*:
+one episode shows a few examples of one task, one example per line, and never names
+the task, so a model that continues an episode must infer the task from the lines
+above. That is in-context learning, in a form a laptop can train. Episodes are
+separated by an empty line::
+
+    ab -> ba                          <- reverse
+    hgfe -> efgh
+    kq -> qk
+
+    tq -> UR                          <- not a task of its own: "tq" in the lowercase
+    ...
+
+The template of one example is ``"{input} -> {output}\\n"``; an example with worked
+steps (the addition task) is ``"{input} => {work} -> {output}\\n"``. So a prompt that
+ends with ``" -> "`` asks for the answer directly, one that ends with ``" => "`` asks
+for the steps first, and in both cases the answer is what follows the last ``"-> "``
+of the line (``parse_answer``).
+
+The tasks (``TASKS``):
+
+- ``copy``: ``abc -> abc``; ``reverse``: ``abc -> cba``; ``upper``: ``abc -> ABC``;
+  ``shift``: every letter by its successor, ``abz -> bca``;
+- ``map``: a substitution cipher drawn at random for each episode (a permutation of
+  the 26 letters) on words over a handful of letters, so the examples of the episode
+  are the only way to know it: the more examples, the more letters are known;
+- ``count``: the number of letters, ``abcab -> 5``;
+- ``add``: addition of numbers of 1 to 3 digits, ``347+85 -> 432``, or with the steps
+  written digit by digit from the right, each with the carry it takes in:
+  ``347+85 => 7+5+0=12 4+8+1=13 3+0+1=4 -> 432``.
+
+Everything is deterministic: the generators take a seeded ``random.Random``. The
+vocabulary is a fixed alphabet of characters (``ALPHABET``), one id per character,
+so ``CharTokenizer`` is exact and trivial.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from dataclasses import dataclass, field
+
+__all__ = [
+    "ALPHABET",
+    "TASKS",
+    "CharTokenizer",
+    "EvalItem",
+    "Example",
+    "addition_steps",
+    "build_prompt",
+    "episode_text",
+    "format_example",
+    "make_corpus",
+    "make_episode",
+    "make_eval_set",
+    "parse_answer",
+    "solve",
+]
+
+# Id 0 is the newline: an example ends with it and an empty line ends an episode.
+ALPHABET = "\n +-=>" + string.digits + string.ascii_lowercase + string.ascii_uppercase
+TASKS = ("copy", "reverse", "upper", "shift", "map", "count", "add")
+LETTER_TASKS = ("copy", "reverse", "upper", "shift", "map", "count")
+ARROW = " -> "  # before the answer
+WORK = " => "  # before the worked steps
+MAP_LETTERS = (4, 7)  # a cipher episode uses this many distinct letters (inclusive)
+WORD_LENGTH = (3, 3)  # letters of a word of copy, reverse, upper, shift (inclusive)
+MAP_WORD_LENGTH = (1, 1)  # the cipher is shown one letter at a time
+COUNT_LENGTH = (1, 9)
+ADD_DIGITS = (1, 3)
+
+
+class CharTokenizer:
+    """One id per character of ``alphabet``: ``encode(str) -> list[int]``, ``decode``.
+
+    ``decode(encode(s)) == s`` for every string over the alphabet; any other
+    character raises ValueError (nothing is silently dropped).
+    """
+
+    def __init__(self, alphabet: str = ALPHABET) -> None:
+        if len(set(alphabet)) != len(alphabet):
+            raise ValueError("the alphabet has a repeated character")
+        self.alphabet = alphabet
+        self.ids = {c: i for i, c in enumerate(alphabet)}
+        self.vocab_size = len(alphabet)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.ids[c] for c in text]
+        except KeyError as error:
+            raise ValueError(f"character {error.args[0]!r} is not in the alphabet") from None
+
+    def decode(self, ids: list[int]) -> str:
+        """Ids (a list, or anything with ``tolist()``) back to text."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else ids
+        return "".join(self.alphabet[i] for i in ids)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One line of an episode: ``input -> output``, or ``input => work -> output``."""
+
+    input: str
+    output: str
+    work: str | None = None  # the worked steps (addition only), None for a direct answer
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """A query with its candidate shots: the prompt with n shots uses ``examples[:n]``."""
+
+    task: str
+    examples: list[Example]  # all from the same episode (the same cipher for "map")
+    query: Example  # query.output is the right answer, query.work the right steps
+    mapping: dict[str, str] = field(default_factory=dict)  # the cipher ("map" only)
+
+
+# ------------------------------------------------------------------------ answers
+
+
+def shift_letter(c: str) -> str:
+    """The successor of a lowercase letter, z -> a."""
+    return chr((ord(c) - ord("a") + 1) % 26 + ord("a"))
+
+
+def addition_steps(a: int, b: int) -> tuple[str, str]:
+    """The worked steps of ``a + b`` and the answer, digit by digit from the right.
+
+    Step i adds digit i of both numbers (0 where a number is shorter) and the carry
+    that step i-1 gives (0 or 1): ``"7+5+0=12 4+8+1=13 3+0+1=4"`` for 347 + 85, then
+    ``"432"``. The answer's digits are the last step's sum followed by the ones
+    digits of the earlier steps, last first.
+    """
+    if a < 0 or b < 0:
+        raise ValueError(f"a and b must be >= 0, got {a}, {b}")
+    xs, ys = str(a)[::-1], str(b)[::-1]
+    steps, carry = [], 0
+    for i in range(max(len(xs), len(ys))):
+        x = int(xs[i]) if i < len(xs) else 0
+        y = int(ys[i]) if i < len(ys) else 0
+        total = x + y + carry
+        steps.append(f"{x}+{y}+{carry}={total}")
+        carry = total // 10
+    return " ".join(steps), str(a + b)
+
+
+def solve(task: str, text: str, mapping: dict[str, str] | None = None) -> str:
+    """The right output of ``task`` on the input ``text`` (``mapping`` for "map")."""
+    if task == "copy":
+        return text
+    if task == "reverse":
+        return text[::-1]
+    if task == "upper":
+        return text.upper()
+    if task == "shift":
+        return "".join(shift_letter(c) for c in text)
+    if task == "map":
+        if mapping is None:
+            raise ValueError("the map task needs its mapping")
+        return "".join(mapping[c] for c in text)
+    if task == "count":
+        return str(len(text))
+    if task == "add":
+        a, b = text.split("+")
+        return str(int(a) + int(b))
+    raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+
+
+# ------------------------------------------------------------------------ episodes
+
+
+def _word(rng: random.Random, letters: str, lengths: tuple[int, int]) -> str:
+    return "".join(rng.choice(letters) for _ in range(rng.randint(*lengths)))
+
+
+def _number(rng: random.Random, digits: int) -> int:
+    return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
+
+
+def random_mapping(rng: random.Random) -> dict[str, str]:
+    """A random permutation of the 26 lowercase letters, as a dict letter -> letter."""
+    letters = list(string.ascii_lowercase)
+    image = letters[:]
+    rng.shuffle(image)
+    return dict(zip(letters, image, strict=True))
+
+
+@dataclass
+class _Source:
+    """What one episode draws its examples from: the task, the cipher, the letters."""
+
+    task: str
+    steps: bool = False
+    mapping: dict[str, str] = field(default_factory=dict)
+    letters: str = string.ascii_lowercase
+    digits: tuple[int, int] = ADD_DIGITS
+
+    def example(self, rng: random.Random) -> Example:
+        if self.task == "add":
+            digits = rng.randint(*self.digits)  # both numbers have as many digits
+            a, b = _number(rng, digits), _number(rng, digits)
+            work, answer = addition_steps(a, b)
+            return Example(f"{a}+{b}", answer, work if self.steps else None)
+        if self.task == "count":
+            word = _word(rng, self.letters, COUNT_LENGTH)
+        elif self.task == "map":
+            word = _word(rng, self.letters, MAP_WORD_LENGTH)
+        else:
+            word = _word(rng, self.letters, WORD_LENGTH)
+        return Example(word, solve(self.task, word, self.mapping))
+
+
+def _source(
+    rng: random.Random, task: str, steps: bool = False, digits: tuple[int, int] = ADD_DIGITS
+) -> _Source:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if steps and task != "add":
+        raise ValueError(f"only the add task has worked steps, not {task!r}")
+    if task == "map":
+        mapping = random_mapping(rng)
+        letters = "".join(sorted(rng.sample(string.ascii_lowercase, rng.randint(*MAP_LETTERS))))
+        return _Source(task, mapping=mapping, letters=letters)
+    return _Source(task, steps=steps, digits=digits)
+
+
+def make_episode(
+    rng: random.Random, task: str, n_examples: int, steps: bool = False
+) -> list[Example]:
+    """``n_examples`` examples of ``task`` drawn with ``rng`` (one cipher for "map")."""
+    source = _source(rng, task, steps)
+    return [source.example(rng) for _ in range(n_examples)]
+
+
+def format_example(example: Example) -> str:
+    """One line: ``"abc -> cba\\n"``, or ``"3+4 => 3+4+0=7 -> 7\\n"`` with its work."""
+    if example.work is None:
+        return f"{example.input}{ARROW}{example.output}\n"
+    return f"{example.input}{WORK}{example.work}{ARROW}{example.output}\n"
+
+
+def episode_text(examples: list[Example]) -> str:
+    """The lines of an episode, each ending with a newline."""
+    return "".join(format_example(e) for e in examples)
+
+
+# Training mix: the weight of each kind of episode and its number of examples.
+MIX: dict[tuple[str, bool], float] = {
+    ("copy", False): 1.0,
+    ("reverse", False): 0.5,
+    ("upper", False): 1.0,
+    ("shift", False): 0.5,
+    ("map", False): 4.0,
+    ("count", False): 1.0,
+    ("add", False): 1.0,
+    ("add", True): 1.0,
+}
+EXAMPLES_PER_EPISODE = (2, 12)  # steps episodes take at most a third as many
+EPISODE_CHARS = 128  # no episode is longer (so it fits the model's context)
+
+
+def make_corpus(
+    n_chars: int,
+    seed: int = 0,
+    mix: dict[tuple[str, bool], float] | None = None,
+    episode_chars: int = EPISODE_CHARS,
+) -> str:
+    """At least ``n_chars`` characters of episodes, each followed by an empty line.
+
+    The kind of each episode (task, with or without steps) is drawn with the weights
+    of ``mix`` (default ``MIX``), its number of examples uniformly in
+    ``EXAMPLES_PER_EPISODE`` (a third of it for worked steps), cut so that the
+    episode has at most ``episode_chars`` characters.
+    """
+    rng = random.Random(seed)
+    mix = MIX if mix is None else mix
+    kinds, weights = list(mix), list(mix.values())
+    parts, total = [], 0
+    lo, hi = EXAMPLES_PER_EPISODE
+    while total < n_chars:
+        task, steps = rng.choices(kinds, weights)[0]
+        n = rng.randint(lo, hi) if not steps else rng.randint(max(1, lo // 3), max(1, hi // 3))
+        source = _source(rng, task, steps)
+        lines: list[str] = []
+        length = 0
+        for _ in range(n):
+            line = format_example(source.example(rng))
+            if length + len(line) > episode_chars:
+                break
+            lines.append(line)
+            length += len(line)
+        text = "".join(lines) + "\n"
+        parts.append(text)
+        total += len(text)
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------- evaluation
+
+
+def make_eval_set(
+    task: str,
+    n_items: int,
+    max_shots: int = 8,
+    seed: int = 1,
+    steps: bool = False,
+    digits: tuple[int, int] | None = None,
+) -> list[EvalItem]:
+    """``n_items`` queries of ``task``, each with ``max_shots`` shots of its own episode.
+
+    Shots and query come from one episode (for "map": one cipher, and the query is a
+    fresh word over the episode's letters). ``steps`` gives the addition shots and
+    query their worked steps; ``digits`` (low, high) fixes how many digits each
+    number of an addition has. The seed makes the set reproducible; the default
+    differs from the corpus's seed 0.
+    """
+    rng = random.Random(f"{task}-{seed}-{steps}-{digits}")
+    items = []
+    for _ in range(n_items):
+        source = _source(rng, task, steps, digits or ADD_DIGITS)
+        examples = [source.example(rng) for _ in range(max_shots)]
+        query = source.example(rng)
+        items.append(EvalItem(task, examples, query, dict(source.mapping)))
+    return items
+
+
+def build_prompt(examples: list[Example], query_input: str, steps: bool = False) -> str:
+    """A few-shot prompt: a newline (the end of the empty line before an episode), the
+    examples as lines, and the query's line up to the answer (``" -> "``) or, with
+    ``steps``, up to the worked steps (``" => "``).
+
+    ``build_prompt([Example("ab", "ba")], "xyz")`` is ``"\\nab -> ba\\nxyz -> "``.
+    """
+    return "\n" + episode_text(examples) + query_input + (WORK if steps else ARROW)
+
+
+def parse_answer(completion: str) -> str:
+    """The answer in the text a model wrote after a prompt of ``build_prompt``.
+
+    The first line of ``completion``, after its last ``"-> "`` if there is one (the
+    steps come before it), without surrounding spaces: ``"432\\n..."`` and
+    ``"7+5+0=12 4+8+1=13 3+0+1=4 -> 432\\n"`` both give ``"432"``.
+    """
+    line = completion.split("\n", 1)[0]
+    if ARROW.strip() + " " in line:
+        line = line.rsplit(ARROW.strip() + " ", 1)[1]
+    return line.strip()

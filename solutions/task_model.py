@@ -1,0 +1,379 @@
+"""The "tasks" course model: a small GPT that learns tasks from the examples in its prompt.
+
+The two course models of ``solutions.course_model`` read docstrings; they are too
+small for prompting to show anything. This third one is trained the same way
+(chapter 02's ``GPT``, chapter 04's loop on the fast path, a fixed seed and a fixed
+number of threads, a cache with a fingerprint) on a different text: the episodes
+of ``course.tasks``, where each episode shows a few examples of one unnamed task.
+Continuing such a text well *is* in-context learning, and the model shows it:
+its accuracy grows with the number of examples in the prompt (most of all on the
+cipher task, which only the examples can reveal), addition is more often right
+when the model writes the steps first, and one of its attention heads is an
+induction head.
+
+    python -m solutions.task_model            # train (or reuse) it; also `make model`
+    python -m solutions.task_model --report   # measure shots, steps, induction heads
+    from solutions.task_model import load_task_model
+    model, tokenizer = load_task_model()
+
+The files are ``tasks.pt`` and ``tasks.json`` in the course model's cache folder
+(``.cache/course_model/`` or ``$LLM_COURSE_CACHE``); the tokenizer is the fixed
+character alphabet of ``course.tasks``, saved in ``tasks.json`` for checking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import io
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from course.tasks import (
+    ALPHABET,
+    TASKS,
+    CharTokenizer,
+    EvalItem,
+    build_prompt,
+    make_corpus,
+    make_eval_set,
+    parse_answer,
+)
+from solutions.architectures import GPT
+from solutions.course_model import (
+    ModelConfig,
+    _atomic_write,
+    _read_json,
+    _write_json,
+    cache_dir,
+    evaluate_loss,
+)
+from solutions.fast import DecodeCache, autocast_dtype, cached_logits, fused_copy, train_fast
+
+NAME = "tasks"  # the files are tasks.pt and tasks.json
+
+
+@dataclass(frozen=True)
+class TaskCorpusConfig:
+    """How much episode text is generated, from which seed, in episodes of what length."""
+
+    train_chars: int = 6_000_000
+    val_chars: int = 50_000
+    episode_chars: int = 128  # at most the model's context
+    seed: int = 0  # the validation text uses seed + 1
+
+
+CORPUS = TaskCorpusConfig()
+CONFIG = ModelConfig(
+    d_model=64, n_layers=2, n_heads=4, max_seq_len=128, steps=1400, batch_size=32,
+    max_lr=1e-2, min_lr=1e-3, warmup_steps=50, weight_decay=0.1, threads=1,
+)  # fmt: skip
+TRAINER = "solutions.fast.train_fast"
+SAMPLE_CHARS = 20_000
+SAMPLE_PROMPTS = (  # a few-shot prompt of three tasks, continued in the metadata
+    "\nabc -> cba\nxyz -> zyx\nkfq -> ",
+    "\nabc -> ABC\nxyz -> XYZ\nkfq -> ",
+    "\n12+35 => 2+5+0=7 1+3+0=4 -> 47\n48+27 => ",
+)
+
+
+def _fingerprint(config: ModelConfig, corpus: TaskCorpusConfig) -> dict[str, Any]:
+    """What the cached model must match: its configuration, its corpus and its trainer.
+
+    The corpus is its configuration and the hash of its first ``SAMPLE_CHARS``
+    characters (made in milliseconds, unlike the whole text): a change of the task
+    generator changes them.
+    """
+    low = autocast_dtype("cpu", "auto")
+    sample = make_corpus(SAMPLE_CHARS, corpus.seed, episode_chars=corpus.episode_chars)
+    return {
+        "config": dataclasses.asdict(config),
+        "corpus": {
+            **dataclasses.asdict(corpus),
+            "sample_sha256": hashlib.sha256(sample.encode("utf-8")).hexdigest(),
+        },
+        "alphabet": ALPHABET,
+        "trainer": {"loop": TRAINER, "matmul_dtype": str(low or torch.float32)},
+    }
+
+
+def _build(config: ModelConfig) -> GPT:
+    return GPT(len(ALPHABET), config.d_model, config.n_layers, config.n_heads, config.max_seq_len)
+
+
+def corpus_ids(corpus: TaskCorpusConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training and validation character ids, (N,) and (M,) int64."""
+    tokenizer = CharTokenizer()
+    train = make_corpus(corpus.train_chars, corpus.seed, episode_chars=corpus.episode_chars)
+    val = make_corpus(corpus.val_chars, corpus.seed + 1, episode_chars=corpus.episode_chars)
+    return (
+        torch.tensor(tokenizer.encode(train), dtype=torch.long),
+        torch.tensor(tokenizer.encode(val), dtype=torch.long),
+    )
+
+
+def train_task_model(
+    directory: str | Path | None = None,
+    force: bool = False,
+    config: ModelConfig | None = None,
+    corpus: TaskCorpusConfig | None = None,
+    progress: bool = True,
+) -> tuple[GPT, CharTokenizer, dict[str, Any]]:
+    """Train the tasks model, or load it when the cache has it for this fingerprint.
+
+    The fingerprint is the model configuration, the corpus configuration with the
+    hash of its text, the alphabet and the training loop; ``force`` retrains anyway.
+    Deterministic: the seed fixes the initial weights and the batches, and
+    ``config.threads`` the CPU threads.
+
+    Returns:
+        (chapter 02 ``GPT`` in eval mode on the CPU, tokenizer, metadata).
+    """
+    config = config or CONFIG
+    corpus = corpus or CORPUS
+    if corpus.episode_chars > config.max_seq_len:
+        raise ValueError(
+            f"episodes of {corpus.episode_chars} characters do not fit the context of "
+            f"{config.max_seq_len}"
+        )
+    folder = cache_dir(directory)
+    wanted = _fingerprint(config, corpus)
+    meta = _read_json(folder / f"{NAME}.json")
+    weights = folder / f"{NAME}.pt"
+    tokenizer = CharTokenizer()
+    if not force and meta and meta.get("fingerprint") == wanted and weights.exists():
+        model = _build(config)
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        return model.eval(), tokenizer, meta
+
+    train_ids, val_ids = corpus_ids(corpus)
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(config.threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        torch.manual_seed(config.seed)
+        fast = fused_copy(_build(config))
+        start = time.perf_counter()
+        history = train_fast(
+            fast,
+            train_ids,
+            steps=config.steps,
+            batch_size=config.batch_size,
+            block_size=config.max_seq_len,
+            max_lr=config.max_lr,
+            min_lr=config.min_lr,
+            warmup_steps=config.warmup_steps,
+            weight_decay=config.weight_decay,
+            grad_clip=config.grad_clip,
+            generator=torch.Generator().manual_seed(config.seed),
+            progress=progress,
+            precision="auto",
+        )
+        seconds = time.perf_counter() - start
+        model = _build(config)
+        model.load_state_dict(fast.state_dict())
+        val_loss = evaluate_loss(model, val_ids, config.max_seq_len)
+        prompts = [p for p in SAMPLE_PROMPTS if len(p) < config.max_seq_len]
+        completions = greedy_completions(model, tokenizer, prompts, 48)
+        samples = {p: p + c for p, c in zip(prompts, completions, strict=True)}
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    tokens = config.steps * config.batch_size * config.max_seq_len
+    meta = {
+        "size": NAME,
+        "fingerprint": wanted,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_seconds": round(seconds, 1),
+        "tokens_seen": tokens,
+        "tokens_per_second": round(tokens / seconds),
+        "epochs": round(tokens / len(train_ids), 2),
+        "train_loss_last_50": sum(history[-50:]) / max(1, len(history[-50:])),
+        "val_loss": val_loss,
+        "val_perplexity": math.exp(val_loss),
+        "loss_history": history[::10],
+        "samples": samples,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "sha256": None,
+    }
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    _atomic_write(weights, lambda p: p.write_bytes(buffer.getvalue()))
+    meta["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    _write_json(folder / f"{NAME}.json", meta)  # last: it marks the model as complete
+    return model.eval(), tokenizer, meta
+
+
+def load_task_model(directory: str | Path | None = None) -> tuple[GPT, CharTokenizer]:
+    """The tasks model (trained first when the cache has none) and its tokenizer."""
+    model, tokenizer, _ = train_task_model(directory, progress=False)
+    return model, tokenizer
+
+
+# ------------------------------------------------------------------------ measuring
+
+
+@torch.no_grad()
+def greedy_completions(
+    model: torch.nn.Module,
+    tokenizer: CharTokenizer,
+    prompts: list[str],
+    max_new_tokens: int,
+    batch_size: int = 128,
+) -> list[str]:
+    """The greedy continuation of every prompt, up to its first newline (included).
+
+    Prompts of the same length are decoded together, with a key/value cache.
+    """
+    model.eval()
+    newline = tokenizer.encode("\n")[0]
+    device = next(model.parameters()).device
+    out: list[str] = [""] * len(prompts)
+    by_length: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_length.setdefault(len(p), []).append(i)
+    for length, rows in sorted(by_length.items()):
+        room = min(max_new_tokens, model.max_seq_len - length)
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            ids = torch.tensor(
+                [tokenizer.encode(prompts[i]) for i in chunk], dtype=torch.long, device=device
+            )  # (B, length)
+            cache = DecodeCache(model, len(chunk), length + room)
+            new, written = ids, []
+            done = torch.zeros(len(chunk), dtype=torch.bool, device=device)  # (B,)
+            for _ in range(room):
+                new = cached_logits(cache, new)[:, -1].argmax(dim=-1, keepdim=True)  # (B, 1)
+                written.append(new)
+                done |= new[:, 0] == newline
+                if bool(done.all()) or cache.length == cache.max_len:
+                    break
+            text = torch.cat(written, dim=1) if written else ids[:, :0]  # (B, new)
+            for row, i in enumerate(chunk):
+                completion = tokenizer.decode(text[row].tolist())
+                out[i] = completion.split("\n", 1)[0] + ("\n" if "\n" in completion else "")
+    return out
+
+
+def accuracy(
+    model: torch.nn.Module,
+    tokenizer: CharTokenizer,
+    items: list[EvalItem],
+    shots: int,
+    steps: bool = False,
+) -> float:
+    """The fraction of ``items`` whose greedy answer with ``shots`` shots is right."""
+    prompts = [build_prompt(it.examples[:shots], it.query.input, steps) for it in items]
+    longest = max(len(it.query.work or "") + len(it.query.output) for it in items) + 8
+    answers = greedy_completions(model, tokenizer, prompts, longest)
+    right = [parse_answer(a) == it.query.output for a, it in zip(answers, items, strict=True)]
+    return sum(right) / len(right)
+
+
+@torch.no_grad()
+def attention_weights(model: torch.nn.Module, ids: torch.Tensor) -> list[torch.Tensor]:
+    """The causal attention weights of every layer for ids (B, L): (B, H, L, L) each."""
+    captured: list[torch.Tensor] = []
+    hooks = [
+        block.ln1.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        for block in model.blocks
+    ]
+    try:
+        model(ids)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    weights = []
+    L = ids.shape[1]
+    mask = torch.ones(L, L, dtype=torch.bool, device=ids.device).tril()  # (L, L)
+    for block, h in zip(model.blocks, captured, strict=True):
+        attn = block.attn
+        B, H, Dh = h.shape[0], attn.n_heads, attn.d_head
+        q = attn.q_proj(h).view(B, L, H, Dh).transpose(1, 2)  # (B, H, L, Dh)
+        k = attn.k_proj(h).view(B, L, H, Dh).transpose(1, 2)  # (B, H, L, Dh)
+        scores = (q @ k.transpose(-1, -2)) / Dh**0.5  # (B, H, L, L)
+        weights.append(F.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1))
+    return weights
+
+
+def induction_scores(
+    model: torch.nn.Module, tokenizer: CharTokenizer, period: int = 40, n: int = 64, seed: int = 0
+) -> torch.Tensor:
+    """Per layer and head (n_layers, H): the mean attention from position t of the second
+    copy of a random letter sequence of length ``period`` to position t - period + 1
+    (the token after the earlier occurrence of the current token)."""
+    g = torch.Generator().manual_seed(seed)
+    letters = torch.tensor(tokenizer.encode("abcdefghijklmnopqrstuvwxyz"), dtype=torch.long)
+    first = letters[torch.randint(0, 26, (n, period), generator=g)]  # (n, P)
+    ids = torch.cat([first, first], dim=1)  # (n, 2P)
+    t = torch.arange(period, 2 * period)  # (P,) the second copy
+    rows = []
+    for w in attention_weights(model, ids):  # (n, H, 2P, 2P)
+        rows.append(w[:, :, t, t - period + 1].mean(dim=(0, 2)))  # (H,)
+    return torch.stack(rows)  # (n_layers, H)
+
+
+SHOTS = (0, 1, 2, 4, 8)
+
+
+def report(
+    model: torch.nn.Module, tokenizer: CharTokenizer, n_items: int = 200, progress: bool = True
+) -> dict[str, Any]:
+    """Accuracy against shots per task, addition with and without steps, induction heads."""
+    say = print if progress else (lambda *a, **k: None)
+    shots: dict[str, dict[int, float]] = {}
+    for task in TASKS:
+        items = make_eval_set(task, n_items, max(SHOTS))
+        shots[task] = {n: accuracy(model, tokenizer, items, n) for n in SHOTS}
+        say(f"{task:8s} " + "  ".join(f"{n}:{shots[task][n]:.2f}" for n in SHOTS))
+    steps: dict[str, dict[str, float]] = {}
+    for digits in (1, 2, 3):
+        row = {}
+        for with_steps in (False, True):
+            items = make_eval_set("add", n_items, 4, steps=with_steps, digits=(digits, digits))
+            for n in (0, 4):
+                key = f"{'steps' if with_steps else 'direct'}_{n}shot"
+                row[key] = accuracy(model, tokenizer, items, n, with_steps)
+        steps[f"{digits} digits"] = row
+        say(f"add {digits} digits " + "  ".join(f"{k}:{v:.2f}" for k, v in row.items()))
+    scores = induction_scores(model, tokenizer)
+    layer, head = divmod(int(scores.argmax()), scores.shape[1])
+    say(f"induction: best layer {layer} head {head} score {float(scores.max()):.3f}")
+    say(str([[round(float(s), 3) for s in r] for r in scores]))
+    return {
+        "shots": shots,
+        "steps": steps,
+        "induction": {"layer": layer, "head": head, "score": float(scores.max())},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train (or reuse) the tasks course model.")
+    parser.add_argument("--force", action="store_true", help="retrain even if cached")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--report", action="store_true", help="measure it")
+    parser.add_argument("--items", type=int, default=200, help="queries per setting")
+    args = parser.parse_args(argv)
+    model, tokenizer, meta = train_task_model(args.cache_dir, force=args.force)
+    print(
+        f"tasks model: {meta['parameters']:,} parameters, {meta['train_seconds']} s, "
+        f"{meta['tokens_per_second']:,} tokens/s, val loss {meta['val_loss']:.3f}"
+    )
+    if args.report:
+        torch.set_num_threads(2)
+        report(model, tokenizer, args.items)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,239 @@
+"""The task corpus (course/tasks.py) and the "tasks" course model (solutions/task_model.py).
+
+The real model trains for about a minute (`make model`); here a one-layer model trains
+for a few steps on a few thousand characters, in a temporary cache folder. Oracles:
+answers recomputed independently of ``solve`` (slicing, ``str.upper``, ``int``), the
+arithmetic of every written step, the files the pipeline promises, bit-identical
+weights from two trainings, and a cache that a second call reuses.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+from pathlib import Path
+
+import pytest
+import torch
+
+from course import model as course_model_public
+from course import tasks
+from course.tasks import (
+    ALPHABET,
+    TASKS,
+    CharTokenizer,
+    Example,
+    addition_steps,
+    build_prompt,
+    format_example,
+    make_corpus,
+    make_episode,
+    make_eval_set,
+    parse_answer,
+)
+from solutions import task_model
+from solutions.course_model import ModelConfig
+from solutions.task_model import TaskCorpusConfig, greedy_completions, train_task_model
+
+TINY = ModelConfig(
+    d_model=16, n_layers=1, n_heads=2, max_seq_len=64, steps=5, batch_size=4,
+    max_lr=1e-2, min_lr=1e-3, warmup_steps=2, threads=1,
+)  # fmt: skip
+TINY_CORPUS = TaskCorpusConfig(train_chars=4000, val_chars=1000, episode_chars=64)
+LINE = re.compile(r"^([^ ]+)(?: => ([^>]+))? -> ([^ ]+)$")  # input, work, output
+
+
+def check_steps(a: int, b: int, work: str, answer: str) -> None:
+    """Every step adds the right digits and the carry of the step before it."""
+    xs, ys = str(a)[::-1], str(b)[::-1]
+    carry = 0
+    steps = work.split(" ")
+    assert len(steps) == max(len(xs), len(ys))
+    for i, step in enumerate(steps):
+        x, y, c, s = map(int, re.fullmatch(r"(\d)\+(\d)\+(\d)=(\d+)", step).groups())
+        assert x == (int(xs[i]) if i < len(xs) else 0)
+        assert y == (int(ys[i]) if i < len(ys) else 0)
+        assert c == carry and s == x + y + c
+        carry = s // 10
+    assert int(answer) == a + b
+
+
+def test_tokenizer_is_exact_and_refuses_other_characters():
+    tok = CharTokenizer()
+    text = "ab -> BA\n12+3 => 2+3+0=5 1+0+0=1 -> 15\n\n"
+    assert tok.decode(tok.encode(text)) == text
+    assert tok.vocab_size == len(ALPHABET) and tok.encode("\n") == [0]
+    assert tok.decode(torch.tensor(tok.encode("xyz"))) == "xyz"
+    with pytest.raises(ValueError, match="not in the alphabet"):
+        tok.encode("a.b")
+
+
+def fitting_tasks(lines: list[tuple[str, str | None, str]]) -> set[str]:
+    """The tasks that every line of an episode fits, recomputed without ``solve``."""
+    shift = str.maketrans(string.ascii_lowercase, string.ascii_lowercase[1:] + "a")
+    rules = {
+        "copy": lambda x: x,
+        "reverse": lambda x: x[::-1],
+        "upper": str.upper,
+        "shift": lambda x: x.translate(shift),
+        "count": lambda x: str(len(x)),
+        "add": lambda x: str(sum(int(n) for n in x.split("+"))) if "+" in x else None,
+    }
+    fits = {task for task, rule in rules.items() if all(rule(x) == y for x, _, y in lines)}
+    pairs: dict[str, str] = {}  # a cipher: one image per letter, one letter per image
+    ok = all(len(x) == len(y) and x.isalpha() for x, _, y in lines)
+    for x, _, y in lines if ok else []:
+        for c, d in zip(x, y, strict=True):
+            ok = ok and pairs.setdefault(c, d) == d
+    if ok and len(set(pairs.values())) == len(pairs):
+        fits.add("map")
+    return fits
+
+
+def test_corpus_is_deterministic_and_every_line_is_right():
+    """Oracle: every episode fits one task, re-solved by hand; every step adds up."""
+    text = make_corpus(20_000, seed=3, episode_chars=128)
+    assert make_corpus(20_000, seed=3, episode_chars=128) == text
+    assert make_corpus(20_000, seed=4, episode_chars=128) != text
+    assert len(text) >= 20_000 and set(text) <= set(ALPHABET)
+    episodes = text.split("\n\n")
+    assert episodes[-1] == "" and all(len(e) + 1 <= 128 for e in episodes)
+    seen: set[str] = set()
+    for episode in episodes[:-1]:
+        lines = [LINE.match(line).groups() for line in episode.split("\n")]
+        for x, work, y in lines:
+            if work is not None:
+                check_steps(*map(int, x.split("+")), work, y)
+        fits = fitting_tasks(lines)
+        assert fits, episode
+        seen |= fits
+    assert seen == set(TASKS)
+
+
+def test_eval_items_are_right_and_the_cipher_is_a_consistent_bijection():
+    for task in TASKS:
+        items = make_eval_set(task, 20, max_shots=8, seed=5)
+        assert items == make_eval_set(task, 20, max_shots=8, seed=5)
+        for item in items:
+            assert len(item.examples) == 8
+            for e in [*item.examples, item.query]:
+                expected = {
+                    "copy": e.input,
+                    "reverse": e.input[::-1],
+                    "upper": e.input.upper(),
+                    "count": str(len(e.input)),
+                }.get(task)
+                if expected is not None:
+                    assert e.output == expected
+                if task == "add":
+                    assert int(e.output) == sum(map(int, e.input.split("+")))
+                if task == "map":
+                    assert "".join(item.mapping[c] for c in e.input) == e.output
+            if task == "map":
+                assert sorted(item.mapping) == sorted(item.mapping.values())
+                assert sorted(item.mapping) == list(string.ascii_lowercase)
+                pairs = {}  # letter -> image, read off the lines: never two images
+                for e in [*item.examples, item.query]:
+                    for c, d in zip(e.input, e.output, strict=True):
+                        assert pairs.setdefault(c, d) == d
+
+
+def test_addition_steps_are_arithmetically_right():
+    rng = random.Random(0)
+    for _ in range(300):
+        a, b = rng.randint(0, 999), rng.randint(0, 999)
+        work, answer = addition_steps(a, b)
+        check_steps(a, b, work, answer)
+    assert addition_steps(347, 85) == ("7+5+0=12 4+8+1=13 3+0+1=4", "432")
+    assert addition_steps(5, 5) == ("5+5+0=10", "10")
+    items = make_eval_set("add", 30, 4, steps=True, digits=(3, 3))
+    for item in items:
+        a, b = map(int, item.query.input.split("+"))
+        assert 100 <= a <= 999 and 100 <= b <= 999
+        check_steps(a, b, item.query.work, item.query.output)
+        assert all(e.work is not None for e in item.examples)
+
+
+def test_prompts_and_parsing_round_trip():
+    assert build_prompt([Example("ab", "ba")], "xyz") == "\nab -> ba\nxyz -> "
+    for steps in (False, True):
+        for item in make_eval_set("add", 10, 3, steps=steps):
+            prompt = build_prompt(item.examples, item.query.input, steps)
+            line = format_example(item.query)
+            assert (prompt[prompt.rindex("\n") + 1 :] + line[len(item.query.input) + 4 :]) == line
+            completion = line[len(item.query.input) + 4 :] + "1+1 -> 2\n"
+            assert parse_answer(completion) == item.query.output
+            assert parse_answer(completion.replace("\n", "")) != item.query.output
+    assert parse_answer("cba\nxyz -> zyx\n") == "cba"
+    assert parse_answer("7+5+0=12 4+8+1=13 3+0+1=4 -> 432\n") == "432"
+    assert parse_answer("7+5+0=12 4+8") == "7+5+0=12 4+8"  # no answer: never right
+    examples = make_episode(random.Random(1), "map", 5)
+    assert len({c for e in examples for c in e.input}) <= tasks.MAP_LETTERS[1]
+
+
+def test_greedy_completions_equal_a_plain_greedy_loop():
+    """Oracle: one prompt at a time, the whole sequence through the model at every step."""
+    torch.manual_seed(0)
+    model = task_model._build(TINY).eval()
+    tok = CharTokenizer()
+    prompts = ["\nab -> ba\ncd -> ", "\nxy -> ", "\nab -> ba\nef -> ", "\n1+2 => "]
+    got = greedy_completions(model, tok, prompts, max_new_tokens=6, batch_size=2)
+    for prompt, completion in zip(prompts, got, strict=True):
+        ids = torch.tensor([tok.encode(prompt)])
+        for _ in range(6):
+            nxt = model(ids)[0, -1].argmax()
+            ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
+            if int(nxt) == 0:
+                break
+        assert completion == tok.decode(ids[0, len(prompt) :].tolist())
+
+
+def test_attention_weights_and_induction_scores_have_their_shapes():
+    torch.manual_seed(0)
+    model = task_model._build(TINY).eval()
+    ids = torch.tensor([CharTokenizer().encode("\nabc -> cba\n")])
+    (w,) = task_model.attention_weights(model, ids)
+    assert w.shape == (1, 2, 12, 12)
+    assert torch.allclose(w.sum(-1), torch.ones(1, 2, 12)) and float(w.triu(1).abs().max()) == 0
+    scores = task_model.induction_scores(model, CharTokenizer(), period=8, n=4)
+    assert scores.shape == (1, 2) and bool(((scores >= 0) & (scores <= 1)).all())
+
+
+def test_training_is_deterministic_and_the_cache_is_reused(tmp_path: Path, monkeypatch):
+    model, tok, meta = train_task_model(tmp_path / "a", config=TINY, corpus=TINY_CORPUS,
+                                        progress=False)  # fmt: skip
+    assert {"tasks.pt", "tasks.json"} == {p.name for p in (tmp_path / "a").iterdir()}
+    assert meta["val_loss"] > 0 and meta["fingerprint"]["alphabet"] == ALPHABET
+    again, _, _ = train_task_model(tmp_path / "b", config=TINY, corpus=TINY_CORPUS,
+                                   progress=False)  # fmt: skip
+    first = (tmp_path / "a" / "tasks.pt").read_bytes()
+    assert first == (tmp_path / "b" / "tasks.pt").read_bytes()  # bit for bit
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached model should have been used")
+
+    monkeypatch.setattr(task_model, "train_fast", no_training)
+    cached, _, meta2 = train_task_model(tmp_path / "a", config=TINY, corpus=TINY_CORPUS,
+                                        progress=False)  # fmt: skip
+    assert meta2 == meta
+    for p, q in zip(model.parameters(), cached.parameters(), strict=True):
+        assert torch.equal(p, q)
+    other = ModelConfig(**{**TINY.__dict__, "steps": 6})
+    assert task_model._fingerprint(other, TINY_CORPUS) != meta["fingerprint"]
+    more = TaskCorpusConfig(**{**TINY_CORPUS.__dict__, "seed": 1})
+    assert task_model._fingerprint(TINY, more) != meta["fingerprint"]
+    with pytest.raises(AssertionError, match="cached model"):
+        train_task_model(tmp_path / "a", config=other, corpus=TINY_CORPUS, progress=False)
+
+
+def test_the_student_loader_reads_a_bundled_folder(tmp_path: Path, monkeypatch):
+    """Oracle: the trained GPT's logits, from the copy the student side loads."""
+    model, tok, _ = train_task_model(tmp_path, config=TINY, corpus=TINY_CORPUS, progress=False)
+    monkeypatch.setattr(course_model_public, "_solutions_present", lambda: False)
+    loaded, loaded_tok = course_model_public.load_task_model(directory=tmp_path)
+    ids = torch.tensor([tok.encode("\nab -> ba\ncd -> ")])
+    assert loaded_tok.alphabet == ALPHABET
+    assert torch.allclose(loaded(ids), model(ids), atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="make model"):
+        course_model_public.load_task_model(directory=tmp_path / "empty")
