@@ -11,6 +11,9 @@ in. Two pieces make that possible, both public and short:
   of the fused blocks of ``course.blocks``.
 - ``CourseTokenizer``: chapter 04's byte-level BPE, reading the learned merges.
 
+Chapter 10 has a third model, trained on the small text tasks of ``course.tasks``
+with a character tokenizer: ``model, tokenizer = load_task_model()``.
+
 Where the weights come from, first found wins: ``directory`` if given, then
 ``$LLM_COURSE_CACHE``, then the repository's ``.cache/course_model/`` (what
 ``make model`` writes), then ``course/data/course_model/`` (what ``llm-course

@@ -6,30 +6,30 @@ the task, so a model that continues an episode must infer the task from the line
 above. That is in-context learning, in a form a laptop can train. Episodes are
 separated by an empty line::
 
-    ab -> ba                          <- reverse
-    hgfe -> efgh
-    kq -> qk
+    kfq -> qfk          <- an episode of reverse
+    abz -> zba
 
-    tq -> UR                          <- not a task of its own: "tq" in the lowercase
-    ...
+    s -> e              <- an episode of map: this episode's cipher sends s to e, ...
+    w -> j
+    s -> e
 
-The template of one example is ``"{input} -> {output}\\n"``; an example with worked
-steps (the addition task) is ``"{input} => {work} -> {output}\\n"``. So a prompt that
+The template of one example is ``"{input} -> {output}\n"``; an example with worked
+steps (the addition task) is ``"{input} => {work} -> {output}\n"``. So a prompt that
 ends with ``" -> "`` asks for the answer directly, one that ends with ``" => "`` asks
 for the steps first, and in both cases the answer is what follows the last ``"-> "``
 of the line (``parse_answer``).
 
-The tasks (``TASKS``):
+The tasks (``TASKS``), on words of three lowercase letters unless said otherwise:
 
 - ``copy``: ``abc -> abc``; ``reverse``: ``abc -> cba``; ``upper``: ``abc -> ABC``;
   ``shift``: every letter by its successor, ``abz -> bca``;
 - ``map``: a substitution cipher drawn at random for each episode (a permutation of
-  the 26 letters) on words over a handful of letters, so the examples of the episode
-  are the only way to know it: the more examples, the more letters are known;
-- ``count``: the number of letters, ``abcab -> 5``;
-- ``add``: addition of numbers of 1 to 3 digits, ``347+85 -> 432``, or with the steps
-  written digit by digit from the right, each with the carry it takes in:
-  ``347+85 => 7+5+0=12 4+8+1=13 3+0+1=4 -> 432``.
+  the 26 letters), shown one letter at a time on a handful of letters, so the lines
+  above are the only way to know it: the more examples, the more letters are known;
+- ``count``: the number of letters of a word of 1 to 9 letters, ``abcab -> 5``;
+- ``add``: addition of two numbers of the same number of digits (1 to 3),
+  ``347+285 -> 632``, or with the steps written digit by digit from the right, each
+  with the carry it takes in: ``347+285 => 7+5+0=12 4+8+1=13 3+2+1=6 -> 632``.
 
 Everything is deterministic: the generators take a seeded ``random.Random``. The
 vocabulary is a fixed alphabet of characters (``ALPHABET``), one id per character,
@@ -68,6 +68,7 @@ WORK = " => "  # before the worked steps
 MAP_LETTERS = (4, 7)  # a cipher episode uses this many distinct letters (inclusive)
 WORD_LENGTH = (3, 3)  # letters of a word of copy, reverse, upper, shift (inclusive)
 MAP_WORD_LENGTH = (1, 1)  # the cipher is shown one letter at a time
+COPY_LENGTH = (3, 3)
 COUNT_LENGTH = (1, 9)
 ADD_DIGITS = (1, 3)
 
@@ -207,6 +208,8 @@ class _Source:
             word = _word(rng, self.letters, COUNT_LENGTH)
         elif self.task == "map":
             word = _word(rng, self.letters, MAP_WORD_LENGTH)
+        elif self.task == "copy":
+            word = _word(rng, self.letters, COPY_LENGTH)
         else:
             word = _word(rng, self.letters, WORD_LENGTH)
         return Example(word, solve(self.task, word, self.mapping))

@@ -43,6 +43,7 @@ from course.tasks import (
     CharTokenizer,
     EvalItem,
     build_prompt,
+    format_example,
     make_corpus,
     make_eval_set,
     parse_answer,
@@ -233,7 +234,8 @@ def greedy_completions(
 ) -> list[str]:
     """The greedy continuation of every prompt, up to its first newline (included).
 
-    Prompts of the same length are decoded together, with a key/value cache.
+    Prompts of the same length are decoded together, with a key/value cache; a
+    completion stops early where the model's context is full.
     """
     model.eval()
     newline = tokenizer.encode("\n")[0]
@@ -243,6 +245,8 @@ def greedy_completions(
     for i, p in enumerate(prompts):
         by_length.setdefault(len(p), []).append(i)
     for length, rows in sorted(by_length.items()):
+        if length >= model.max_seq_len:
+            raise ValueError(f"a prompt of {length} characters leaves the model no room")
         room = min(max_new_tokens, model.max_seq_len - length)
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
@@ -272,9 +276,15 @@ def accuracy(
     shots: int,
     steps: bool = False,
 ) -> float:
-    """The fraction of ``items`` whose greedy answer with ``shots`` shots is right."""
+    """The fraction of ``items`` whose greedy answer with ``shots`` shots is right.
+
+    Raises ValueError when a prompt and its right answer do not fit the context.
+    """
     prompts = [build_prompt(it.examples[:shots], it.query.input, steps) for it in items]
-    longest = max(len(it.query.work or "") + len(it.query.output) for it in items) + 8
+    lines = [format_example(it.query)[len(it.query.input) :] for it in items]
+    longest = max(len(line) for line in lines)
+    if max(len(p) for p in prompts) + longest > model.max_seq_len:
+        raise ValueError(f"{shots} shots and the answer do not fit {model.max_seq_len} characters")
     answers = greedy_completions(model, tokenizer, prompts, longest)
     right = [parse_answer(a) == it.query.output for a, it in zip(answers, items, strict=True)]
     return sum(right) / len(right)
@@ -331,17 +341,23 @@ def report(
 ) -> dict[str, Any]:
     """Accuracy against shots per task, addition with and without steps, induction heads."""
     say = print if progress else (lambda *a, **k: None)
-    shots: dict[str, dict[int, float]] = {}
+    shots: dict[str, dict[int, float | None]] = {}
     for task in TASKS:
         items = make_eval_set(task, n_items, max(SHOTS))
-        shots[task] = {n: accuracy(model, tokenizer, items, n) for n in SHOTS}
-        say(f"{task:8s} " + "  ".join(f"{n}:{shots[task][n]:.2f}" for n in SHOTS))
+        shots[task] = {}
+        for n in SHOTS:
+            try:
+                shots[task][n] = accuracy(model, tokenizer, items, n)
+            except ValueError:  # the prompts do not fit the context
+                shots[task][n] = None
+        row = {n: "-" if a is None else f"{a:.2f}" for n, a in shots[task].items()}
+        say(f"{task:8s} " + "  ".join(f"{n}:{a}" for n, a in row.items()))
     steps: dict[str, dict[str, float]] = {}
     for digits in (1, 2, 3):
         row = {}
         for with_steps in (False, True):
-            items = make_eval_set("add", n_items, 4, steps=with_steps, digits=(digits, digits))
-            for n in (0, 4):
+            items = make_eval_set("add", n_items, 1, steps=with_steps, digits=(digits, digits))
+            for n in (0, 1):
                 key = f"{'steps' if with_steps else 'direct'}_{n}shot"
                 row[key] = accuracy(model, tokenizer, items, n, with_steps)
         steps[f"{digits} digits"] = row
