@@ -26,7 +26,7 @@ from course.tasks import (
     Example,
     addition_steps,
     build_prompt,
-    format_example,
+    episode_text,
     make_corpus,
     make_episode,
     make_eval_set,
@@ -156,16 +156,15 @@ def test_addition_steps_are_arithmetically_right():
 
 
 def test_prompts_and_parsing_round_trip():
+    """Oracle: a prompt followed by the right continuation is the episode's own text."""
     assert build_prompt([Example("ab", "ba")], "xyz") == "\nab -> ba\nxyz -> "
-    for steps in (False, True):
-        for item in make_eval_set("add", 10, 3, steps=steps):
+    for task, steps in [(t, False) for t in TASKS] + [("add", True)]:
+        for item in make_eval_set(task, 10, 3, steps=steps):
             prompt = build_prompt(item.examples, item.query.input, steps)
-            line = format_example(item.query)
-            assert (prompt[prompt.rindex("\n") + 1 :] + line[len(item.query.input) + 4 :]) == line
-            completion = line[len(item.query.input) + 4 :] + "1+1 -> 2\n"
-            assert parse_answer(completion) == item.query.output
-            assert parse_answer(completion.replace("\n", "")) != item.query.output
-    assert parse_answer("cba\nxyz -> zyx\n") == "cba"
+            text = "\n" + episode_text([*item.examples, item.query])
+            assert text.startswith(prompt)
+            continuation = text[len(prompt) :]
+            assert parse_answer(continuation + "ab -> ba\n") == item.query.output
     assert parse_answer("7+5+0=12 4+8+1=13 3+0+1=4 -> 432\n") == "432"
     assert parse_answer("7+5+0=12 4+8") == "7+5+0=12 4+8"  # no answer: never right
     examples = make_episode(random.Random(1), "map", 5)
