@@ -15,6 +15,7 @@ import solutions.evaluation
 import solutions.inference
 import solutions.moe
 import solutions.peft
+import solutions.prompting
 import solutions.sampling
 import solutions.training
 from autograder.core.stubs import drifted, exercise_cells
@@ -31,6 +32,7 @@ NOTEBOOKS = {  # module, exercises, figures
     "07_sampling": (solutions.sampling, 8, 3),
     "08_evaluation": (solutions.evaluation, 9, 5),
     "09_inference": (solutions.inference, 13, 4),
+    "10_prompting": (solutions.prompting, 9, 6),
 }
 
 
