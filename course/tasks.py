@@ -31,6 +31,10 @@ The tasks (``TASKS``), on words of three lowercase letters unless said otherwise
   ``347+285 -> 632``, or with the steps written digit by digit from the right, each
   with the carry it takes in: ``347+285 => 7+5+0=12 4+8+1=13 3+2+1=6 -> 632``.
 
+A training-only task, ``repeat`` (in ``TRAIN_TASKS``, not in ``TASKS``), copies a
+string of 8 to 20 distinct letters: too long for a head that copies by position in
+the line, it takes an induction head (``INDUCTION_MIX``, not the default ``MIX``).
+
 Everything is deterministic: the generators take a seeded ``random.Random``. The
 vocabulary is a fixed alphabet of characters (``ALPHABET``), one id per character,
 so ``CharTokenizer`` is exact and trivial.
@@ -62,6 +66,7 @@ __all__ = [
 # Id 0 is the newline: an example ends with it and an empty line ends an episode.
 ALPHABET = "\n +-=>" + string.digits + string.ascii_lowercase + string.ascii_uppercase
 TASKS = ("copy", "reverse", "upper", "shift", "map", "count", "add")
+TRAIN_TASKS = (*TASKS, "repeat")  # repeat is trained on, not in the few-shot tables
 LETTER_TASKS = ("copy", "reverse", "upper", "shift", "map", "count")
 ARROW = " -> "  # before the answer
 WORK = " => "  # before the worked steps
@@ -69,6 +74,7 @@ MAP_LETTERS = (4, 7)  # a cipher episode uses this many distinct letters (inclus
 WORD_LENGTH = (3, 3)  # letters of a word of copy, reverse, upper, shift (inclusive)
 MAP_WORD_LENGTH = (1, 1)  # the cipher is shown one letter at a time
 COPY_LENGTH = (3, 3)
+REPEAT_LENGTH = (8, 20)  # letters of a repeat string, all different
 COUNT_LENGTH = (1, 9)
 ADD_DIGITS = (1, 3)
 
@@ -149,7 +155,7 @@ def addition_steps(a: int, b: int) -> tuple[str, str]:
 
 def solve(task: str, text: str, mapping: dict[str, str] | None = None) -> str:
     """The right output of ``task`` on the input ``text`` (``mapping`` for "map")."""
-    if task == "copy":
+    if task in ("copy", "repeat"):
         return text
     if task == "reverse":
         return text[::-1]
@@ -166,7 +172,7 @@ def solve(task: str, text: str, mapping: dict[str, str] | None = None) -> str:
     if task == "add":
         a, b = text.split("+")
         return str(int(a) + int(b))
-    raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    raise ValueError(f"task must be one of {', '.join(TRAIN_TASKS)}, got {task!r}")
 
 
 # ------------------------------------------------------------------------ episodes
@@ -210,6 +216,8 @@ class _Source:
             word = _word(rng, self.letters, MAP_WORD_LENGTH)
         elif self.task == "copy":
             word = _word(rng, self.letters, COPY_LENGTH)
+        elif self.task == "repeat":
+            word = "".join(rng.sample(self.letters, rng.randint(*REPEAT_LENGTH)))
         else:
             word = _word(rng, self.letters, WORD_LENGTH)
         return Example(word, solve(self.task, word, self.mapping))
@@ -218,8 +226,8 @@ class _Source:
 def _source(
     rng: random.Random, task: str, steps: bool = False, digits: tuple[int, int] = ADD_DIGITS
 ) -> _Source:
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if task not in TRAIN_TASKS:
+        raise ValueError(f"task must be one of {', '.join(TRAIN_TASKS)}, got {task!r}")
     if steps and task != "add":
         raise ValueError(f"only the add task has worked steps, not {task!r}")
     if task == "map":
@@ -260,6 +268,9 @@ MIX: dict[tuple[str, bool], float] = {
     ("add", False): 1.0,
     ("add", True): 1.0,
 }
+# The mix that, after a first phase on repeat episodes only, gives a two-layer model an
+# induction head (see solutions.task_model): MIX with long repeat strings added.
+INDUCTION_MIX: dict[tuple[str, bool], float] = {**MIX, ("repeat", False): 2.0}
 EXAMPLES_PER_EPISODE = (2, 12)  # steps episodes take at most a third as many
 EPISODE_CHARS = 128  # no episode is longer (so it fits the model's context)
 

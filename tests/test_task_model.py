@@ -40,7 +40,9 @@ TINY = ModelConfig(
     d_model=16, n_layers=1, n_heads=2, max_seq_len=64, steps=5, batch_size=4,
     max_lr=1e-2, min_lr=1e-3, warmup_steps=2, threads=1,
 )  # fmt: skip
-TINY_CORPUS = TaskCorpusConfig(train_chars=4000, val_chars=1000, episode_chars=64)
+TINY_CORPUS = TaskCorpusConfig(
+    train_chars=4000, val_chars=1000, episode_chars=64, repeat_chars=2000, repeat_steps=2
+)
 LINE = re.compile(r"^([^ ]+)(?: => ([^>]+))? -> ([^ ]+)$")  # input, work, output
 
 
@@ -79,6 +81,7 @@ def fitting_tasks(lines: list[tuple[str, str | None, str]]) -> set[str]:
         "shift": lambda x: x.translate(shift),
         "count": lambda x: str(len(x)),
         "add": lambda x: str(sum(int(n) for n in x.split("+"))) if "+" in x else None,
+        "repeat": lambda x: x if len(x) >= 8 and len(set(x)) == len(x) else None,
     }
     fits = {task for task, rule in rules.items() if all(rule(x) == y for x, _, y in lines)}
     pairs: dict[str, str] = {}  # a cipher: one image per letter, one letter per image
@@ -93,9 +96,10 @@ def fitting_tasks(lines: list[tuple[str, str | None, str]]) -> set[str]:
 
 def test_corpus_is_deterministic_and_every_line_is_right():
     """Oracle: every episode fits one task, re-solved by hand; every step adds up."""
-    text = make_corpus(20_000, seed=3, episode_chars=128)
-    assert make_corpus(20_000, seed=3, episode_chars=128) == text
-    assert make_corpus(20_000, seed=4, episode_chars=128) != text
+    mix = tasks.INDUCTION_MIX  # the default MIX and the repeat episodes
+    text = make_corpus(20_000, seed=3, episode_chars=128, mix=mix)
+    assert make_corpus(20_000, seed=3, episode_chars=128, mix=mix) == text
+    assert make_corpus(20_000, seed=4, episode_chars=128, mix=mix) != text
     assert len(text) >= 20_000 and set(text) <= set(ALPHABET)
     episodes = text.split("\n\n")
     assert episodes[-1] == "" and all(len(e) + 1 <= 128 for e in episodes)
@@ -108,7 +112,7 @@ def test_corpus_is_deterministic_and_every_line_is_right():
         fits = fitting_tasks(lines)
         assert fits, episode
         seen |= fits
-    assert seen == set(TASKS)
+    assert seen == set(tasks.TRAIN_TASKS)
 
 
 def test_eval_items_are_right_and_the_cipher_is_a_consistent_bijection():
@@ -137,6 +141,34 @@ def test_eval_items_are_right_and_the_cipher_is_a_consistent_bijection():
                 for e in [*item.examples, item.query]:
                     for c, d in zip(e.input, e.output, strict=True):
                         assert pairs.setdefault(c, d) == d
+
+
+def test_repeat_strings_are_long_copies_without_repeated_letters():
+    """Oracle: the output is the input; 8 to 20 distinct letters, so a head that copies
+    by position within the line (3-letter words) cannot do it, only an induction head."""
+    lengths = set()
+    for item in make_eval_set("repeat", 50, 2, seed=5):
+        for e in [*item.examples, item.query]:
+            assert e.output == e.input and e.input.isalpha() and e.input.islower()
+            assert 8 <= len(e.input) <= 20 and len(set(e.input)) == len(e.input)
+            lengths.add(len(e.input))
+    assert len(lengths) > 5
+    text = make_corpus(3000, seed=0, mix={("repeat", False): 1.0})
+    assert all(y == x for x, _, y in (LINE.match(l).groups() for l in text.split("\n") if l))
+    assert "repeat" not in TASKS and "repeat" in tasks.TRAIN_TASKS
+    assert ("repeat", False) not in tasks.MIX  # the default corpus has none
+
+
+def test_a_model_without_a_repeat_phase_keeps_its_former_fingerprint(monkeypatch):
+    """The fields of the repeat phase and of the token init only count where used."""
+    plain = task_model._fingerprint(TINY, TINY_CORPUS.__class__(**{**TINY_CORPUS.__dict__,
+                                                                  "repeat_steps": 0}))  # fmt: skip
+    assert "repeat_steps" not in plain["corpus"] and "token_init" not in plain
+    monkeypatch.setattr(task_model, "TOKEN_INIT", 0.1)
+    assert task_model._fingerprint(TINY, TINY_CORPUS)["token_init"] == 0.1
+    torch.manual_seed(0)
+    std = float(task_model._build(TINY).tok_emb.weight.detach().std())
+    assert 0.07 < std < 0.13
 
 
 def test_addition_steps_are_arithmetically_right():
@@ -222,6 +254,8 @@ def test_training_is_deterministic_and_the_cache_is_reused(tmp_path: Path, monke
     assert task_model._fingerprint(other, TINY_CORPUS) != meta["fingerprint"]
     more = TaskCorpusConfig(**{**TINY_CORPUS.__dict__, "seed": 1})
     assert task_model._fingerprint(TINY, more) != meta["fingerprint"]
+    longer = TaskCorpusConfig(**{**TINY_CORPUS.__dict__, "repeat_steps": 3})
+    assert task_model._fingerprint(TINY, longer) != meta["fingerprint"]
     with pytest.raises(AssertionError, match="cached model"):
         train_task_model(tmp_path / "a", config=other, corpus=TINY_CORPUS, progress=False)
 
@@ -236,3 +270,21 @@ def test_the_student_loader_reads_a_bundled_folder(tmp_path: Path, monkeypatch):
     assert torch.allclose(loaded(ids), model(ids), atol=1e-5)
     with pytest.raises(FileNotFoundError, match="make model"):
         course_model_public.load_task_model(directory=tmp_path / "empty")
+
+
+def test_training_reads_the_repeat_text_first_then_the_mix(tmp_path: Path, monkeypatch):
+    """Oracle: the calls of the training loop, the texts they read and one optimizer."""
+    calls = []
+    real = task_model.train_fast
+
+    def spy(model, data, steps, **kwargs):
+        calls.append((CharTokenizer().decode(data[:400]), steps, kwargs["optimizer"]))
+        return real(model, data, steps, **kwargs)
+
+    monkeypatch.setattr(task_model, "train_fast", spy)
+    _, _, meta = train_task_model(tmp_path, config=TINY, corpus=TINY_CORPUS, progress=False)
+    assert [steps for _, steps, _ in calls] == [2, 3] and calls[0][2] is calls[1][2]
+    lines = [l for l in calls[0][0].split("\n")[1:-1] if l]  # whole lines of the first text
+    assert lines and all(LINE.match(l).group(1) == LINE.match(l).group(3) for l in lines)
+    assert all(len(LINE.match(l).group(1)) >= 8 for l in lines)
+    assert calls[1][0] != calls[0][0] and meta["tokens_seen"] == 5 * 4 * 64
