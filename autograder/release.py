@@ -191,6 +191,22 @@ def copy_course_model(dest: Path) -> None:
             shutil.copy2(source / name.format(size=size), dest / name.format(size=size))
 
 
+# Chapter 10's model of small tasks ships with chapter 10 (beside the course models).
+TASK_MODEL_CHAPTER = "10"
+
+
+def copy_task_model(dest: Path) -> None:
+    """Chapter 10's trained tasks model (trained now if the cache has none)."""
+    from course.model import TASK_MODEL
+    from solutions.course_model import cache_dir
+    from solutions.task_model import train_task_model
+
+    train_task_model(progress=False)  # a no-op when `make model` has run
+    dest.mkdir(parents=True, exist_ok=True)
+    for suffix in (".json", ".pt"):
+        shutil.copy2(cache_dir() / f"{TASK_MODEL}{suffix}", dest / f"{TASK_MODEL}{suffix}")
+
+
 def write_student_bundle(dest: Path, chapters: list[ChapterInfo]) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
@@ -208,6 +224,8 @@ def write_student_bundle(dest: Path, chapters: list[ChapterInfo]) -> Path:
             shutil.copy2(path, dest / "course" / "data" / path.name)
     if with_model:
         copy_course_model(dest / "course" / "data" / "course_model")
+    if any(c.number == TASK_MODEL_CHAPTER for c in chapters):
+        copy_task_model(dest / "course" / "data" / "course_model")
     (dest / "pyproject.toml").write_text(STUDENT_PYPROJECT, encoding="utf-8")
     (dest / "README.md").write_text(STUDENT_README, encoding="utf-8")
     return dest

@@ -145,12 +145,16 @@ def test_student_bundle_installs_in_a_fresh_venv_and_self_checks(
         "for size in ('main', 'draft'):\n"
         "    model, tok = load_course_model(size)\n"
         "    print(size, tuple(model(torch.tensor([tok.encode('Return the')])).shape))\n"
+        "from course.model import load_task_model\n"
+        "model, tok = load_task_model()\n"
+        "print('tasks', tuple(model(torch.tensor([tok.encode('abc -> ')])).shape))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "LLM_COURSE_CACHE"}
     loaded = subprocess.run([python, "-c", load], cwd=tmp_path, env=env, capture_output=True,
                             text=True)  # fmt: skip
     assert loaded.returncode == 0, loaded.stdout + loaded.stderr
     assert "main (1, 2, 1024)" in loaded.stdout and "draft (1, 2, 1024)" in loaded.stdout
+    assert "tasks (1, 7, 68)" in loaded.stdout, loaded.stdout  # chapter 10's, 68 characters
 
 
 def test_release_of_some_chapters_ships_only_theirs(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The nine chapters and how a user may name one on the command line."""
+"""The chapters and how a user may name one on the command line."""
 
 from __future__ import annotations
 
