@@ -29,8 +29,9 @@ format: setup
 
 # Two workers on pytest-xdist (tests/conftest.py's scheduler says how tests are grouped
 # and ordered: a file's tests stay together when it has a module fixture, slow ones first).
-# A third worker on two cores measured no faster (1092 s against 1078 s): the suite is
-# CPU-bound, and the book build then took 612 s instead of 266 s.
+# Each worker computes on cores / workers threads (tests/conftest.py). A third worker on
+# two cores measured slower on a fresh clone (pytest 983 s against 746 s, fde3032): the
+# suite is CPU-bound, and the book build's unit gets a third of the machine.
 TEST_WORKERS ?= 2
 test: setup lint model
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15
