@@ -314,6 +314,47 @@ def _build(config: ModelConfig, vocab_size: int) -> GPT:
     return GPT(vocab_size, config.d_model, config.n_layers, config.n_heads, config.max_seq_len)
 
 
+def save_trained_model(
+    folder: Path,
+    name: str,
+    model: torch.nn.Module,
+    fingerprint: dict[str, Any],
+    config: ModelConfig,
+    seconds: float,
+    history: list[float],
+    train_tokens: int,
+    val_loss: float,
+    samples: dict[str, str],
+) -> dict[str, Any]:
+    """Write ``name``.pt (the weights) and then ``name``.json (its fingerprint and numbers:
+    size, speed, losses, samples, the weights' sha256) into ``folder``, each atomically;
+    the JSON comes last, so it marks the model as complete. Returns the JSON's content."""
+    tokens = config.steps * config.batch_size * config.max_seq_len
+    meta = {
+        "size": name,
+        "fingerprint": fingerprint,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_seconds": round(seconds, 1),
+        "tokens_seen": tokens,
+        "tokens_per_second": round(tokens / seconds),
+        "epochs": round(tokens / train_tokens, 2),
+        "train_loss_last_50": sum(history[-50:]) / max(1, len(history[-50:])),
+        "val_loss": val_loss,
+        "val_perplexity": math.exp(val_loss),
+        "loss_history": history[::10],
+        "samples": samples,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "sha256": None,
+    }
+    buffer = io.BytesIO()  # saved through a buffer: the same weights give the same bytes
+    torch.save(model.state_dict(), buffer)
+    _atomic_write(folder / f"{name}.pt", lambda p: p.write_bytes(buffer.getvalue()))
+    meta["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    _write_json(folder / f"{name}.json", meta)  # last: it marks the model as complete
+    return meta
+
+
 def train_course_model(
     size: str = "main",
     directory: str | Path | None = None,
@@ -377,29 +418,9 @@ def train_course_model(
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
-    tokens = config.steps * config.batch_size * config.max_seq_len
-    meta = {
-        "size": size,
-        "fingerprint": wanted,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "train_seconds": round(seconds, 1),
-        "tokens_seen": tokens,
-        "tokens_per_second": round(tokens / seconds),
-        "epochs": round(tokens / len(train_ids), 2),
-        "train_loss_last_50": sum(history[-50:]) / len(history[-50:]),
-        "val_loss": val_loss,
-        "val_perplexity": math.exp(val_loss),
-        "loss_history": history[::10],
-        "samples": samples,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "sha256": None,
-    }
-    buffer = io.BytesIO()  # saved through a buffer: the same weights give the same bytes
-    torch.save(model.state_dict(), buffer)
-    _atomic_write(weights, lambda p: p.write_bytes(buffer.getvalue()))
-    meta["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
-    _write_json(folder / f"{size}.json", meta)  # last: it marks the model as complete
+    meta = save_trained_model(
+        folder, size, model, wanted, config, seconds, history, len(train_ids), val_loss, samples
+    )
     return model.eval(), tokenizer, meta
 
 

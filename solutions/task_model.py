@@ -46,9 +46,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import io
-import math
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +68,10 @@ from course.tasks import (
 from solutions.architectures import GPT
 from solutions.course_model import (
     ModelConfig,
-    _atomic_write,
     _read_json,
-    _write_json,
     cache_dir,
     evaluate_loss,
+    save_trained_model,
 )
 from solutions.fast import (
     DecodeCache,
@@ -250,29 +246,9 @@ def train_task_model(
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
-    tokens = config.steps * config.batch_size * config.max_seq_len
-    meta = {
-        "size": NAME,
-        "fingerprint": wanted,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "train_seconds": round(seconds, 1),
-        "tokens_seen": tokens,
-        "tokens_per_second": round(tokens / seconds),
-        "epochs": round(tokens / len(train_ids), 2),
-        "train_loss_last_50": sum(history[-50:]) / max(1, len(history[-50:])),
-        "val_loss": val_loss,
-        "val_perplexity": math.exp(val_loss),
-        "loss_history": history[::10],
-        "samples": samples,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "sha256": None,
-    }
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    _atomic_write(weights, lambda p: p.write_bytes(buffer.getvalue()))
-    meta["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
-    _write_json(folder / f"{NAME}.json", meta)  # last: it marks the model as complete
+    meta = save_trained_model(
+        folder, NAME, model, wanted, config, seconds, history, len(train_ids), val_loss, samples
+    )
     return model.eval(), tokenizer, meta
 
 
