@@ -235,7 +235,7 @@ def load_task_model(
     tasks, one per line), so it continues a few-shot prompt of ``build_prompt``. It
     reads at most ``max_seq_len`` characters (its ``tasks.json`` says how many).
     Found like ``load_course_model``'s models; in the repository, trained first
-    when missing or outdated (about a minute).
+    when missing or outdated (about three minutes).
 
     Raises:
         FileNotFoundError: no folder has the model and it cannot be trained here.

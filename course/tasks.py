@@ -9,23 +9,28 @@ separated by an empty line::
     kfq -> qfk          <- an episode of reverse
     abz -> zba
 
-    s -> e              <- an episode of map: this episode's cipher sends s to e, ...
-    w -> j
-    s -> e
+    se                  <- an episode of map: this episode's cipher sends s to e, ...
+    wj
+    se
 
 The template of one example is ``"{input} -> {output}\n"``; an example with worked
-steps (the addition task) is ``"{input} => {work} -> {output}\n"``. So a prompt that
-ends with ``" -> "`` asks for the answer directly, one that ends with ``" => "`` asks
-for the steps first, and in both cases the answer is what follows the last ``"-> "``
-of the line (``parse_answer``).
+steps (the addition task) is ``"{input} => {work} -> {output}\n"``; a cipher example
+is a letter and its image side by side, ``"{input}{output}\n"`` (``MAP_ARROW`` is
+empty). So a prompt that ends with ``" -> "`` asks for the answer directly, one that
+ends with ``" => "`` asks for the steps first, one that ends with a lone letter asks
+for its image, and in every case the answer is what follows the last ``"-> "`` of
+the line, if any (``parse_answer``).
 
 The tasks (``TASKS``), on words of three lowercase letters unless said otherwise:
 
 - ``copy``: ``abc -> abc``; ``reverse``: ``abc -> cba``; ``upper``: ``abc -> ABC``;
   ``shift``: every letter by its successor, ``abz -> bca``;
 - ``map``: a substitution cipher drawn at random for each episode (a permutation of
-  the 26 letters), shown one letter at a time on a handful of letters, so the lines
-  above are the only way to know it: the more examples, the more letters are known;
+  the 26 letters), shown one letter at a time on a handful of letters (4 to 7), so the
+  lines above are the only way to know it: the more examples, the more letters are
+  known. Written side by side (``se``), the lookup of a letter's image is the pattern
+  an induction head completes: find the earlier occurrence of the current token and
+  copy the token that followed it. Cipher episodes have more lines (``MAP_EXAMPLES``);
 - ``count``: the number of letters of a word of 1 to 9 letters, ``abcab -> 5``;
 - ``add``: addition of two numbers of the same number of digits (1 to 3),
   ``347+285 -> 632``, or with the steps written digit by digit from the right, each
@@ -55,6 +60,7 @@ __all__ = [
     "addition_steps",
     "build_prompt",
     "episode_text",
+    "example_template",
     "format_example",
     "make_corpus",
     "make_episode",
@@ -69,6 +75,7 @@ TASKS = ("copy", "reverse", "upper", "shift", "map", "count", "add")
 TRAIN_TASKS = (*TASKS, "repeat")  # repeat is trained on, not in the few-shot tables
 LETTER_TASKS = ("copy", "reverse", "upper", "shift", "map", "count")
 ARROW = " -> "  # before the answer
+MAP_ARROW = ""  # a cipher example is the letter and its image, side by side: "se"
 WORK = " => "  # before the worked steps
 MAP_LETTERS = (4, 7)  # a cipher episode uses this many distinct letters (inclusive)
 WORD_LENGTH = (3, 3)  # letters of a word of copy, reverse, upper, shift (inclusive)
@@ -112,6 +119,7 @@ class Example:
     input: str
     output: str
     work: str | None = None  # the worked steps (addition only), None for a direct answer
+    arrow: str = ARROW  # between input and output: ARROW, or MAP_ARROW for the cipher
 
 
 @dataclass(frozen=True)
@@ -220,7 +228,8 @@ class _Source:
             word = "".join(rng.sample(self.letters, rng.randint(*REPEAT_LENGTH)))
         else:
             word = _word(rng, self.letters, WORD_LENGTH)
-        return Example(word, solve(self.task, word, self.mapping))
+        arrow = MAP_ARROW if self.task == "map" else ARROW
+        return Example(word, solve(self.task, word, self.mapping), arrow=arrow)
 
 
 def _source(
@@ -248,8 +257,18 @@ def make_episode(
 def format_example(example: Example) -> str:
     """One line: ``"abc -> cba\\n"``, or ``"3+4 => 3+4+0=7 -> 7\\n"`` with its work."""
     if example.work is None:
-        return f"{example.input}{ARROW}{example.output}\n"
-    return f"{example.input}{WORK}{example.work}{ARROW}{example.output}\n"
+        return f"{example.input}{example.arrow}{example.output}\n"
+    return f"{example.input}{WORK}{example.work}{example.arrow}{example.output}\n"
+
+
+def example_template(task: str) -> str:
+    """The template of one example of ``task`` with the placeholders ``{input}`` and
+    ``{output}``: ``"{input} -> {output}\\n"``, or ``"{input}{output}\\n"`` for the
+    cipher. (Addition's worked steps have no placeholder; ``format_example`` writes them.)
+    """
+    if task not in TRAIN_TASKS:
+        raise ValueError(f"task must be one of {', '.join(TRAIN_TASKS)}, got {task!r}")
+    return "{input}" + (MAP_ARROW if task == "map" else ARROW) + "{output}\n"
 
 
 def episode_text(examples: list[Example]) -> str:
@@ -272,6 +291,7 @@ MIX: dict[tuple[str, bool], float] = {
 # induction head (see solutions.task_model): MIX with long repeat strings added.
 INDUCTION_MIX: dict[tuple[str, bool], float] = {**MIX, ("repeat", False): 2.0}
 EXAMPLES_PER_EPISODE = (2, 12)  # steps episodes take at most a third as many
+MAP_EXAMPLES = (4, 40)  # a cipher episode has more, shorter lines
 EPISODE_CHARS = 128  # no episode is longer (so it fits the model's context)
 
 
@@ -295,7 +315,12 @@ def make_corpus(
     lo, hi = EXAMPLES_PER_EPISODE
     while total < n_chars:
         task, steps = rng.choices(kinds, weights)[0]
-        n = rng.randint(lo, hi) if not steps else rng.randint(max(1, lo // 3), max(1, hi // 3))
+        if task == "map":
+            n = rng.randint(*MAP_EXAMPLES)
+        elif steps:
+            n = rng.randint(max(1, lo // 3), max(1, hi // 3))
+        else:
+            n = rng.randint(lo, hi)
         source = _source(rng, task, steps)
         lines: list[str] = []
         length = 0
@@ -340,14 +365,20 @@ def make_eval_set(
     return items
 
 
-def build_prompt(examples: list[Example], query_input: str, steps: bool = False) -> str:
+def build_prompt(examples: list[Example], query: str | Example, steps: bool = False) -> str:
     """A few-shot prompt: a newline (the end of the empty line before an episode), the
     examples as lines, and the query's line up to the answer (``" -> "``) or, with
     ``steps``, up to the worked steps (``" => "``).
 
+    ``query`` is the query's input, or an ``Example`` whose ``arrow`` (the cipher's is
+    empty) ends the prompt; its output is not used.
     ``build_prompt([Example("ab", "ba")], "xyz")`` is ``"\\nab -> ba\\nxyz -> "``.
     """
-    return "\n" + episode_text(examples) + query_input + (WORK if steps else ARROW)
+    if isinstance(query, Example):
+        query_input, arrow = query.input, query.arrow
+    else:
+        query_input, arrow = query, ARROW
+    return "\n" + episode_text(examples) + query_input + (WORK if steps else arrow)
 
 
 def parse_answer(completion: str) -> str:

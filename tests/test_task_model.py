@@ -44,6 +44,13 @@ TINY_CORPUS = TaskCorpusConfig(
     train_chars=4000, val_chars=1000, episode_chars=64, repeat_chars=2000, repeat_steps=2
 )
 LINE = re.compile(r"^([^ ]+)(?: => ([^>]+))? -> ([^ ]+)$")  # input, work, output
+PAIR = re.compile(r"^([a-z])([a-z])$")  # a cipher line: a letter and its image
+
+
+def parse_line(line: str) -> tuple[str, str | None, str]:
+    """(input, work, output) of one line of an episode, in either format."""
+    pair = PAIR.match(line)
+    return (pair.group(1), None, pair.group(2)) if pair else LINE.match(line).groups()
 
 
 def check_steps(a: int, b: int, work: str, answer: str) -> None:
@@ -105,12 +112,17 @@ def test_corpus_is_deterministic_and_every_line_is_right():
     assert episodes[-1] == "" and all(len(e) + 1 <= 128 for e in episodes)
     seen: set[str] = set()
     for episode in episodes[:-1]:
-        lines = [LINE.match(line).groups() for line in episode.split("\n")]
+        raw = episode.split("\n")
+        lines = [parse_line(line) for line in raw]
         for x, work, y in lines:
             if work is not None:
                 check_steps(*map(int, x.split("+")), work, y)
         fits = fitting_tasks(lines)
         assert fits, episode
+        paired = [PAIR.match(line) is not None for line in raw]  # one format per episode
+        assert all(paired) or not any(paired), episode
+        # pairs are the cipher's, and the cipher is never written with an arrow
+        assert ("map" in fits) if all(paired) else bool(fits - {"map"}), episode
         seen |= fits
     assert seen == set(tasks.TRAIN_TASKS)
 
@@ -159,16 +171,30 @@ def test_repeat_strings_are_long_copies_without_repeated_letters():
     assert ("repeat", False) not in tasks.MIX  # the default corpus has none
 
 
-def test_a_model_without_a_repeat_phase_keeps_its_former_fingerprint(monkeypatch):
-    """The fields of the repeat phase and of the token init only count where used."""
-    plain = task_model._fingerprint(TINY, TINY_CORPUS.__class__(**{**TINY_CORPUS.__dict__,
-                                                                  "repeat_steps": 0}))  # fmt: skip
+def test_the_repeat_phase_and_the_token_init_count_in_the_fingerprint_only_where_used(
+    monkeypatch,
+):
+    """A model without a repeat phase or with the default init keeps the fingerprint it
+    had before these options existed; with them, they are part of it."""
+    no_phase = TaskCorpusConfig(**{**TINY_CORPUS.__dict__, "repeat_steps": 0})
+    monkeypatch.setattr(task_model, "TOKEN_INIT", None)
+    plain = task_model._fingerprint(TINY, no_phase)
     assert "repeat_steps" not in plain["corpus"] and "token_init" not in plain
+    torch.manual_seed(0)
+    assert float(task_model._build(TINY).tok_emb.weight.detach().std()) < 0.03  # GPT-2's 0.02
     monkeypatch.setattr(task_model, "TOKEN_INIT", 0.1)
-    assert task_model._fingerprint(TINY, TINY_CORPUS)["token_init"] == 0.1
+    fingerprint = task_model._fingerprint(TINY, TINY_CORPUS)
+    assert fingerprint["token_init"] == 0.1 and fingerprint["corpus"]["repeat_steps"] == 2
     torch.manual_seed(0)
     std = float(task_model._build(TINY).tok_emb.weight.detach().std())
     assert 0.07 < std < 0.13
+
+
+def test_the_course_recipe_has_a_repeat_phase_two_layers_and_large_token_embeddings():
+    """The recipe the chapter's page and closing note describe (an induction head needs two
+    layers, and formed only after a repeat phase from token embeddings of std 0.1)."""
+    assert task_model.CONFIG.n_layers == 2 and task_model.TOKEN_INIT == 0.1
+    assert 0 < task_model.CORPUS.repeat_steps < task_model.CONFIG.steps
 
 
 def test_addition_steps_are_arithmetically_right():
@@ -190,9 +216,12 @@ def test_addition_steps_are_arithmetically_right():
 def test_prompts_and_parsing_round_trip():
     """Oracle: a prompt followed by the right continuation is the episode's own text."""
     assert build_prompt([Example("ab", "ba")], "xyz") == "\nab -> ba\nxyz -> "
+    pair = Example("s", "e", arrow=tasks.MAP_ARROW)
+    assert build_prompt([pair], Example("w", "?", arrow=tasks.MAP_ARROW)) == "\nse\nw"
+    assert build_prompt([pair], "w") == "\nse\nw -> "  # a bare string takes ARROW
     for task, steps in [(t, False) for t in TASKS] + [("add", True)]:
         for item in make_eval_set(task, 10, 3, steps=steps):
-            prompt = build_prompt(item.examples, item.query.input, steps)
+            prompt = build_prompt(item.examples, item.query, steps)
             text = "\n" + episode_text([*item.examples, item.query])
             assert text.startswith(prompt)
             continuation = text[len(prompt) :]
@@ -201,6 +230,21 @@ def test_prompts_and_parsing_round_trip():
     assert parse_answer("7+5+0=12 4+8") == "7+5+0=12 4+8"  # no answer: never right
     examples = make_episode(random.Random(1), "map", 5)
     assert len({c for e in examples for c in e.input}) <= tasks.MAP_LETTERS[1]
+
+
+def test_the_chapter_few_shot_prompt_with_each_task_template_writes_build_prompt():
+    """Oracle: the reference ``few_shot_prompt`` of chapter 10 with ``example_template``
+    (what the notebook uses) gives the same text as ``build_prompt``, for every task."""
+    from solutions.prompting import few_shot_prompt
+
+    for task in TASKS:
+        for item in make_eval_set(task, 5, 3, seed=2):
+            for k in (0, 1, 3):
+                shots = [(e.input, e.output) for e in item.examples[:k]]
+                text = few_shot_prompt(shots, item.query.input, tasks.example_template(task))
+                assert "\n" + text == build_prompt(item.examples[:k], item.query)
+    with pytest.raises(ValueError, match="task must be one of"):
+        tasks.example_template("sort")
 
 
 def test_greedy_completions_equal_a_plain_greedy_loop():
