@@ -49,9 +49,19 @@ clean:
 bench: setup
 	$(PY) -m bench
 
-# The course's own small language models (chapter 04), trained once and cached in .cache/.
+# The course's own small language models, trained once and cached in .cache/: chapter 04's
+# main and draft models, one after the other, and beside them chapter 10's tasks model (one
+# thread; its log is printed at the end). OMP_WAIT_POLICY=PASSIVE keeps the three threads
+# on two cores from spinning; the weights are bit for bit those of a sequential run.
+# Measured from an empty cache: 251 s side by side against about 375 s one after another.
 model: setup
-	$(PY) -m solutions.course_model
+	@log=$$(mktemp); status=0; \
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m solutions.course_model --size tasks >$$log 2>&1 & tasks=$$!; \
+	for size in main draft; do \
+		OMP_WAIT_POLICY=PASSIVE $(PY) -m solutions.course_model --size $$size || status=1; \
+	done; \
+	wait $$tasks || status=1; \
+	grep -v "training (fast path)" $$log; rm -f $$log; exit $$status
 
 # Every reference (each grading case, float32 and bfloat16) and every notebook on a CUDA
 # GPU, compared with the CPU; prints a table (also _build/gpu_check.md). On a machine

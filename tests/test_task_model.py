@@ -271,8 +271,47 @@ def test_attention_weights_and_induction_scores_have_their_shapes():
     (w,) = task_model.attention_weights(model, ids)
     assert w.shape == (1, 2, 12, 12)
     assert torch.allclose(w.sum(-1), torch.ones(1, 2, 12)) and float(w.triu(1).abs().max()) == 0
-    scores = task_model.induction_scores(model, CharTokenizer(), period=8, n=4)
+    ids = task_model.repeated_cipher_lines(CharTokenizer(), pairs=5, n=3)  # period 15
+    scores = task_model.induction_scores(model, ids, 15)
     assert scores.shape == (1, 2) and bool(((scores >= 0) & (scores <= 1)).all())
+
+
+def test_the_probe_texts_repeat_with_their_period():
+    """Oracle: slicing; and the cipher lines re-read as text, letter by letter."""
+    tok = CharTokenizer()
+    ids = task_model.repeated_cipher_lines(tok, pairs=5, n=3, seed=1)
+    assert ids.shape == (3, 31) and torch.equal(ids[:, 15:], ids[:, :16])
+    assert torch.equal(ids, task_model.repeated_cipher_lines(tok, pairs=5, n=3, seed=1))
+    for row in ids:
+        lines = tok.decode(row.tolist())[1:].split("\n")[:5]
+        assert all(PAIR.match(line) for line in lines)
+        assert len({line[0] for line in lines}) == 5 and len({line[1] for line in lines}) == 5
+    letters = task_model.repeated_letters(tok, period=7, n=2)
+    assert letters.shape == (2, 14) and torch.equal(letters[:, :7], letters[:, 7:])
+    assert tok.decode(letters[0].tolist()).isalpha()
+    with pytest.raises(ValueError, match="pairs"):
+        task_model.repeated_cipher_lines(tok, pairs=27)
+
+
+def test_an_ablated_head_is_a_zeroed_slice_of_the_output_projection():
+    """Oracle: a copy of the model whose out_proj columns of that head are zero; the
+    model is itself again after the block, and the cached decoding sees the ablation."""
+    torch.manual_seed(0)
+    model = task_model._build(TINY).eval()
+    ids = torch.tensor([CharTokenizer().encode("\nabc -> cba\nxyz -> ")])
+    before = model(ids)
+    cut = task_model._build(TINY).eval()
+    cut.load_state_dict(model.state_dict())
+    d_head = cut.blocks[0].attn.d_head
+    with torch.no_grad():
+        cut.blocks[0].attn.out_proj.weight[:, d_head : 2 * d_head] = 0
+    with task_model.heads_ablated(model, [(0, 1)]):
+        assert torch.allclose(model(ids), cut(ids), atol=1e-6)
+        assert not torch.allclose(model(ids), before, atol=1e-4)
+        tok = CharTokenizer()
+        ablated = greedy_completions(model, tok, ["\nab -> ba\ncd -> "], 6)
+    assert torch.equal(model(ids), before)
+    assert ablated == greedy_completions(cut, tok, ["\nab -> ba\ncd -> "], 6)
 
 
 def test_training_is_deterministic_and_the_cache_is_reused(tmp_path: Path, monkeypatch):
