@@ -38,7 +38,8 @@ The tasks (``TASKS``), on words of three lowercase letters unless said otherwise
 
 A training-only task, ``repeat`` (in ``TRAIN_TASKS``, not in ``TASKS``), copies a
 string of 8 to 20 distinct letters: too long for a head that copies by position in
-the line, it takes an induction head (``INDUCTION_MIX``, not the default ``MIX``).
+the line, it takes an induction head. The tasks model reads episodes of it alone for
+its first training steps (``solutions.task_model``); they are not in ``MIX``.
 
 Everything is deterministic: the generators take a seeded ``random.Random``. The
 vocabulary is a fixed alphabet of characters (``ALPHABET``), one id per character,
@@ -287,9 +288,6 @@ MIX: dict[tuple[str, bool], float] = {
     ("add", False): 1.0,
     ("add", True): 1.0,
 }
-# The mix that, after a first phase on repeat episodes only, gives a two-layer model an
-# induction head (see solutions.task_model): MIX with long repeat strings added.
-INDUCTION_MIX: dict[tuple[str, bool], float] = {**MIX, ("repeat", False): 2.0}
 EXAMPLES_PER_EPISODE = (2, 12)  # steps episodes take at most a third as many
 MAP_EXAMPLES = (4, 40)  # a cipher episode has more, shorter lines
 EPISODE_CHARS = 128  # no episode is longer (so it fits the model's context)
