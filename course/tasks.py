@@ -256,7 +256,8 @@ def make_episode(
 
 
 def format_example(example: Example) -> str:
-    """One line: ``"abc -> cba\\n"``, or ``"3+4 => 3+4+0=7 -> 7\\n"`` with its work."""
+    """One line: ``"abc -> cba\\n"``, ``"3+4 => 3+4+0=7 -> 7\\n"`` with its work, or
+    ``"se\\n"`` for a cipher example (its ``arrow`` is empty)."""
     if example.work is None:
         return f"{example.input}{example.arrow}{example.output}\n"
     return f"{example.input}{WORK}{example.work}{example.arrow}{example.output}\n"
@@ -303,8 +304,8 @@ def make_corpus(
 
     The kind of each episode (task, with or without steps) is drawn with the weights
     of ``mix`` (default ``MIX``), its number of examples uniformly in
-    ``EXAMPLES_PER_EPISODE`` (a third of it for worked steps), cut so that the
-    episode has at most ``episode_chars`` characters.
+    ``EXAMPLES_PER_EPISODE`` (a third of it for worked steps, ``MAP_EXAMPLES`` for the
+    cipher), cut so that the episode has at most ``episode_chars`` characters.
     """
     rng = random.Random(seed)
     mix = MIX if mix is None else mix
