@@ -5,6 +5,12 @@ SETUP_STAMP := .venv/.llm-course-installed
 
 .PHONY: setup book test lint format fixtures stubs bench clean model gpu-check
 
+# The course models, the pages that state their numbers and the tests that check them run
+# on PyTorch's and MKL's AVX2 kernels on every x86-64 CPU, so that every machine trains the
+# same models (solutions/course_model.py, PINNED_KERNELS, says why). The benches do not.
+model book test: export ATEN_CPU_CAPABILITY := avx2
+model book test: export MKL_CBWR := AVX2
+
 setup: $(SETUP_STAMP)
 
 $(SETUP_STAMP): pyproject.toml scripts/setup.sh

@@ -263,6 +263,7 @@ class _WrongMHA(ref.MultiHeadAttention):
     scale_by_model = False
     use_context = True
     out_projection = True
+    first_head_mask = False  # a (B, n_heads, L, S) mask read through its first head only
 
     def forward(self, x, context=None, mask=None):
         ctx = context if (context is not None and self.use_context) else x
@@ -277,6 +278,9 @@ class _WrongMHA(ref.MultiHeadAttention):
 
         q, k, v = heads(self.q_proj(x), L), heads(self.k_proj(ctx), S), heads(self.v_proj(ctx), S)
         scores = q @ k.transpose(-2, -1) / math.sqrt(D if self.scale_by_model else Dh)
+        one_head = self.first_head_mask or self.split == "single"  # one head: one pattern
+        if mask is not None and one_head and mask.dim() == 4:
+            mask = mask[:, :1]
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         out = scores.softmax(-1) @ v
@@ -333,7 +337,22 @@ def _mha_cases(g: torch.Generator) -> list[Case]:
             context=randn(g, 2, 4, 16),
             mask=cross,
         ),
+        module_case(
+            "per-head mask",
+            M,
+            {"d_model": 16, "n_heads": 4},
+            g,
+            randn(g, 3, 5, 16),
+            mask=_per_head_mask(g),
+        ),
     ]
+
+
+def _per_head_mask(g: torch.Generator) -> torch.Tensor:
+    """A mask of full shape (B=3, n_heads=4, L=5, S=5): each head of each row its own pattern."""
+    mask = torch.rand(3, 4, 5, 5, generator=g) < 0.5
+    mask |= torch.eye(5, dtype=torch.bool)  # every query may attend to itself
+    return mask
 
 
 MHA = Exercise(
@@ -379,6 +398,13 @@ MHA = Exercise(
             "the output projection after merging the heads.",
             _wrong_mha(out_projection=False),
         ),
+        Mistake(
+            "one_mask_for_every_head",
+            "your answer matches applying the first head's mask to every head: a mask of "
+            "shape (B, n_heads, L, S) gives each head its own pattern; let it broadcast "
+            "against the scores of shape (B, n_heads, L, S) as it is.",
+            _wrong_mha(first_head_mask=True),
+        ),
     ),
     promises=(
         Promise(
@@ -422,6 +448,7 @@ MHA = Exercise(
                 "causal self-attention",
                 "no bias, padding mask",
                 "masked cross-attention",
+                "per-head mask",
             ),
         ),
         Promise("Shape (B, L, d_model).", ALL_CASES),

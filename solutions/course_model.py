@@ -298,10 +298,30 @@ PROMPTS = ("Return the", "If the file", "This module provides", "The default val
 
 
 TRAINER = "solutions.fast.train_fast"  # the loop that trains the course models
+# The course models train with float32 matrix products on every machine. "auto" would use
+# bfloat16 where the CPU multiplies it natively (AVX512-BF16): a different model there,
+# whose numbers differ from the ones the theory pages state and check.
+PRECISION = "float32"
+# float32 products still round differently on different CPUs (AVX2 and AVX-512 kernels sum
+# in other orders), and a few thousand steps turn that into another model: the same recipe
+# gave a tasks model that added three-digit numbers with steps right 0.76 of the time on
+# one machine and 0.16 on another. `make model`, `make book` and `make test` run with
+# these settings, which select the AVX2 kernels of PyTorch and of MKL on any x86-64 CPU that
+# has them, so that every such machine trains the same models.
+PINNED_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+
+
+def cpu_kernels() -> dict[str, str | None]:
+    """The CPU kernels in use: PyTorch's capability and MKL's code path (None: MKL's own
+    choice). Recorded beside each trained model."""
+    return {
+        "aten": torch.backends.cpu.get_cpu_capability(),
+        "MKL_CBWR": os.environ.get("MKL_CBWR"),
+    }
 
 
 def _fingerprint(config: ModelConfig, corpus: dict[str, Any], vocab_size: int) -> dict[str, Any]:
-    low = autocast_dtype("cpu", "auto")  # bfloat16 products where the CPU has them
+    low = autocast_dtype("cpu", PRECISION)
     return {
         "config": dataclasses.asdict(config),
         "corpus": corpus["sha256"],
@@ -345,6 +365,7 @@ def save_trained_model(
         "samples": samples,
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "cpu_kernels": cpu_kernels(),
         "sha256": None,
     }
     buffer = io.BytesIO()  # saved through a buffer: the same weights give the same bytes
@@ -408,7 +429,7 @@ def train_course_model(
             grad_clip=config.grad_clip,
             generator=torch.Generator().manual_seed(config.seed),
             progress=progress,
-            precision="auto",
+            precision=PRECISION,
         )
         seconds = time.perf_counter() - start
         model = _build(config, len(tokenizer.vocab))

@@ -18,7 +18,10 @@ global gradient norm clipped); only the routines differ:
   (multi-tensor ``foreach`` on the CPU, ``fused`` on CUDA: what measured best);
 - ``precision="auto"``: the matrix products in bfloat16 (``torch.autocast``) where
   the hardware multiplies bfloat16 natively (CUDA, or a CPU with AVX512-BF16), with
-  the weights, the optimizer and the loss in float32; float32 everywhere else.
+  the weights, the optimizer and the loss in float32; float32 everywhere else. The
+  course models pass ``precision="float32"`` (``solutions.course_model.PRECISION``):
+  trained in bfloat16 on one machine and float32 on another they would be two
+  different models, and the pages state the numbers of one.
 
 ``tests/test_fast_path.py`` shows that both paths give the same losses (to 1e-5 in
 float32, to 5e-3 in bfloat16) and ``bench.training`` measures them side by side.

@@ -158,6 +158,18 @@ MUTANTS = (
         ),
         "masked cross-attention",
     ),
+    Mutant(
+        "mha_one_mask_for_every_head",
+        "MultiHeadAttention",
+        (
+            (
+                "out, _ = scaled_dot_product_attention(q, k, v, mask)",
+                "head0 = mask if mask is None or mask.dim() < 4 else mask[:, :1]\n"
+                "        out, _ = scaled_dot_product_attention(q, k, v, head0)",
+            ),
+        ),
+        "the first head's mask to every head",
+    ),
     # sinusoidal_positional_encoding
     Mutant(
         "pe_sin_then_cos_halves",
