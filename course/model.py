@@ -18,7 +18,8 @@ Where the weights come from, first found wins: ``directory`` if given, then
 ``$LLM_COURSE_CACHE``, then the repository's ``.cache/course_model/`` (what
 ``make model`` writes), then ``course/data/course_model/`` (what ``llm-course
 release`` puts in the student bundle). In the repository, where solutions/ is
-present, a missing or outdated model is trained first (a few minutes).
+present, a missing or outdated model is trained first (a few minutes, in a child
+process on the kernels ``make model`` pins, so it is the model the website shows).
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ def load_task_model(
     tasks, one per line), so it continues a few-shot prompt of ``build_prompt``. It
     reads at most ``max_seq_len`` characters (its ``tasks.json`` says how many).
     Found like ``load_course_model``'s models; in the repository, trained first
-    when missing or outdated (about three minutes).
+    when missing or outdated (about four minutes).
 
     Raises:
         FileNotFoundError: no folder has the model and it cannot be trained here.

@@ -43,6 +43,7 @@ import os
 import platform
 import random
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -311,6 +312,23 @@ PRECISION = "float32"
 PINNED_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
 
 
+def kernels_pinned() -> bool:
+    """Whether this process runs on the kernels of ``PINNED_KERNELS`` (its environment
+    says so; a process picks its kernels once, at its first tensor operation)."""
+    return all(os.environ.get(name) == value for name, value in PINNED_KERNELS.items())
+
+
+def train_in_pinned_child(size: str, directory: str | Path | None, force: bool) -> None:
+    """Train the default model ``size`` ("main", "draft" or "tasks") in a child Python
+    whose environment pins the kernels, so that a model trained from a notebook or a
+    plain ``pytest`` is the one ``make model`` trains; it writes the cache as usual."""
+    command = [sys.executable, "-m", "solutions.course_model", "--size", size]
+    command += ["--cache-dir", str(directory)] if directory is not None else []
+    command += ["--force"] if force else []
+    print(f"training the {size} model in a child process on the pinned kernels")
+    subprocess.run(command, env={**os.environ, **PINNED_KERNELS}, check=True)
+
+
 def cpu_kernels() -> dict[str, str | None]:
     """The CPU kernels in use: PyTorch's capability and MKL's code path (None: MKL's own
     choice). Recorded beside each trained model."""
@@ -390,10 +408,14 @@ def train_course_model(
     tokenizer match the ones asked for; ``force`` retrains anyway. Training is
     deterministic: the seed fixes the initial weights and the batches, and
     ``config.threads`` fixes the CPU threads (so the order of float sums).
+    The default model, asked for in a process whose kernels are not pinned (a notebook,
+    a plain ``pytest``), is trained in a child process that pins them
+    (``train_in_pinned_child``), so that it is the model ``make model`` trains.
 
     Returns:
         (model in eval mode on the CPU, tokenizer, metadata with the numbers).
     """
+    default = config is None and corpus is None  # the course's own model, as make model trains
     if config is None:
         if size not in CONFIGS:
             raise ValueError(f"size must be one of {', '.join(CONFIGS)}, got {size!r}")
@@ -401,12 +423,19 @@ def train_course_model(
     folder = cache_dir(directory)
     tokenizer, train_ids, val_ids, stats = prepare_data(corpus, folder, progress)
     wanted = _fingerprint(config, stats, len(tokenizer.vocab))
-    meta = _read_json(folder / f"{size}.json")
-    weights = folder / f"{size}.pt"
-    if not force and meta and meta.get("fingerprint") == wanted and weights.exists():
-        model = _build(config, len(tokenizer.vocab))
-        model.load_state_dict(torch.load(weights, weights_only=True))
-        return model.eval(), tokenizer, meta
+    for attempt in ("cache", "child"):
+        meta = _read_json(folder / f"{size}.json")
+        weights = folder / f"{size}.pt"
+        if not force and meta and meta.get("fingerprint") == wanted and weights.exists():
+            model = _build(config, len(tokenizer.vocab))
+            model.load_state_dict(torch.load(weights, weights_only=True))
+            return model.eval(), tokenizer, meta
+        if attempt == "child":
+            raise RuntimeError(f"the child process left no up-to-date model in {folder}")
+        if not default or kernels_pinned():
+            break
+        train_in_pinned_child(size, directory, force)
+        force = False  # the child trained it: read what it wrote
 
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()

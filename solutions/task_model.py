@@ -91,7 +91,9 @@ from solutions.course_model import (
     _read_json,
     cache_dir,
     evaluate_loss,
+    kernels_pinned,
     save_trained_model,
+    train_in_pinned_child,
 )
 from solutions.fast import (
     DecodeCache,
@@ -202,10 +204,14 @@ def train_task_model(
     hash of its text, the alphabet and the training loop; ``force`` retrains anyway.
     Deterministic: the seed fixes the initial weights and the batches, and
     ``config.threads`` the CPU threads.
+    The default model, asked for in a process whose kernels are not pinned (a notebook,
+    a plain ``pytest``), is trained in a child process that pins them
+    (``train_in_pinned_child``), so that it is the model ``make model`` trains.
 
     Returns:
         (chapter 02 ``GPT`` in eval mode on the CPU, tokenizer, metadata).
     """
+    default = config is None and corpus is None  # the course's own model, as make model trains
     config = config or CONFIG
     corpus = corpus or CORPUS
     if corpus.episode_chars > config.max_seq_len:
@@ -215,13 +221,20 @@ def train_task_model(
         )
     folder = cache_dir(directory)
     wanted = _fingerprint(config, corpus)
-    meta = _read_json(folder / f"{NAME}.json")
-    weights = folder / f"{NAME}.pt"
     tokenizer = CharTokenizer()
-    if not force and meta and meta.get("fingerprint") == wanted and weights.exists():
-        model = _build(config)
-        model.load_state_dict(torch.load(weights, weights_only=True))
-        return model.eval(), tokenizer, meta
+    for attempt in ("cache", "child"):
+        meta = _read_json(folder / f"{NAME}.json")
+        weights = folder / f"{NAME}.pt"
+        if not force and meta and meta.get("fingerprint") == wanted and weights.exists():
+            model = _build(config)
+            model.load_state_dict(torch.load(weights, weights_only=True))
+            return model.eval(), tokenizer, meta
+        if attempt == "child":
+            raise RuntimeError(f"the child process left no up-to-date model in {folder}")
+        if not default or kernels_pinned():
+            break
+        train_in_pinned_child(NAME, directory, force)
+        force = False  # the child trained it: read what it wrote
 
     train_ids, val_ids = corpus_ids(corpus)
     threads = torch.get_num_threads()

@@ -32,8 +32,8 @@ from course.tasks import (
     make_eval_set,
     parse_answer,
 )
-from solutions import task_model
-from solutions.course_model import ModelConfig
+from solutions import course_model, task_model
+from solutions.course_model import PINNED_KERNELS, ModelConfig
 from solutions.task_model import TaskCorpusConfig, greedy_completions, train_task_model
 
 TINY = ModelConfig(
@@ -371,3 +371,49 @@ def test_training_reads_the_repeat_text_first_then_the_mix(tmp_path: Path, monke
     assert lines and all(LINE.match(l).group(1) == LINE.match(l).group(3) for l in lines)
     assert all(len(LINE.match(l).group(1)) >= 8 for l in lines)
     assert calls[1][0] != calls[0][0] and meta["tokens_seen"] == 5 * 4 * 64
+
+
+class _Stop(Exception):
+    """Raised by a stand-in to stop training where the test has seen enough."""
+
+
+def test_an_unpinned_process_trains_the_default_model_in_a_pinned_child(tmp_path, monkeypatch):
+    for name in PINNED_KERNELS:
+        monkeypatch.delenv(name, raising=False)
+    calls = []
+    monkeypatch.setattr(task_model, "train_in_pinned_child", lambda *args: calls.append(args))
+    with pytest.raises(RuntimeError, match="left no up-to-date model"):
+        train_task_model(tmp_path, progress=False)  # the stand-in child wrote nothing
+    assert calls == [("tasks", tmp_path, False)]
+
+
+def test_a_pinned_process_or_a_custom_recipe_trains_in_process(tmp_path, monkeypatch):
+    def child(*args):
+        raise AssertionError("no child process expected")
+
+    def stop(*args, **kwargs):
+        raise _Stop
+
+    monkeypatch.setattr(task_model, "train_in_pinned_child", child)
+    monkeypatch.setattr(task_model, "corpus_ids", stop)  # the first step of training
+    for name, value in PINNED_KERNELS.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(_Stop):
+        train_task_model(tmp_path, progress=False)
+    monkeypatch.delenv("MKL_CBWR")
+    with pytest.raises(_Stop):
+        train_task_model(tmp_path, config=TINY, corpus=TINY_CORPUS, progress=False)
+
+
+def test_the_pinned_child_is_make_models_command_with_the_pinned_kernels(tmp_path, monkeypatch):
+    seen = {}
+
+    def run(command, env, check):
+        seen.update(command=command, env=env, check=check)
+
+    monkeypatch.setattr(course_model.subprocess, "run", run)
+    course_model.train_in_pinned_child("tasks", tmp_path, True)
+    assert seen["command"][1:] == [
+        "-m", "solutions.course_model", "--size", "tasks", "--cache-dir", str(tmp_path), "--force",
+    ]  # fmt: skip
+    assert seen["check"] and all(seen["env"][k] == v for k, v in PINNED_KERNELS.items())
