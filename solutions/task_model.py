@@ -88,12 +88,10 @@ from solutions.architectures import GPT
 from solutions.course_model import (
     PRECISION,
     ModelConfig,
-    _read_json,
     cache_dir,
+    cached_or_child,
     evaluate_loss,
-    kernels_pinned,
     save_trained_model,
-    train_in_pinned_child,
 )
 from solutions.fast import (
     DecodeCache,
@@ -132,6 +130,7 @@ SAMPLE_PROMPTS = (  # a few-shot prompt of three tasks, continued in the metadat
     "\nabc -> ABC\nxyz -> XYZ\nkfq -> ",
     "\n12+35 => 2+5+0=7 1+3+0=4 -> 47\n48+27 => ",
 )
+SHIPPED = (CONFIG, CORPUS, TOKEN_INIT)  # the recipe as shipped (a test may swap them)
 
 
 def _fingerprint(config: ModelConfig, corpus: TaskCorpusConfig) -> dict[str, Any]:
@@ -211,7 +210,8 @@ def train_task_model(
     Returns:
         (chapter 02 ``GPT`` in eval mode on the CPU, tokenizer, metadata).
     """
-    default = config is None and corpus is None  # the course's own model, as make model trains
+    # the course's own model, as make model trains it
+    default = config is None and corpus is None and (CONFIG, CORPUS, TOKEN_INIT) == SHIPPED
     config = config or CONFIG
     corpus = corpus or CORPUS
     if corpus.episode_chars > config.max_seq_len:
@@ -222,19 +222,9 @@ def train_task_model(
     folder = cache_dir(directory)
     wanted = _fingerprint(config, corpus)
     tokenizer = CharTokenizer()
-    for attempt in ("cache", "child"):
-        meta = _read_json(folder / f"{NAME}.json")
-        weights = folder / f"{NAME}.pt"
-        if not force and meta and meta.get("fingerprint") == wanted and weights.exists():
-            model = _build(config)
-            model.load_state_dict(torch.load(weights, weights_only=True))
-            return model.eval(), tokenizer, meta
-        if attempt == "child":
-            raise RuntimeError(f"the child process left no up-to-date model in {folder}")
-        if not default or kernels_pinned():
-            break
-        train_in_pinned_child(NAME, directory, force)
-        force = False  # the child trained it: read what it wrote
+    found = cached_or_child(folder, NAME, wanted, lambda: _build(config), default, force)
+    if found is not None:
+        return found[0], tokenizer, found[1]
 
     train_ids, val_ids = corpus_ids(corpus)
     threads = torch.get_num_threads()

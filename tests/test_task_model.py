@@ -381,7 +381,7 @@ def test_an_unpinned_process_trains_the_default_model_in_a_pinned_child(tmp_path
     for name in PINNED_KERNELS:
         monkeypatch.delenv(name, raising=False)
     calls = []
-    monkeypatch.setattr(task_model, "train_in_pinned_child", lambda *args: calls.append(args))
+    monkeypatch.setattr(course_model, "train_in_pinned_child", lambda *args: calls.append(args))
     with pytest.raises(RuntimeError, match="left no up-to-date model"):
         train_task_model(tmp_path, progress=False)  # the stand-in child wrote nothing
     assert calls == [("tasks", tmp_path, False)]
@@ -394,7 +394,7 @@ def test_a_pinned_process_or_a_custom_recipe_trains_in_process(tmp_path, monkeyp
     def stop(*args, **kwargs):
         raise _Stop
 
-    monkeypatch.setattr(task_model, "train_in_pinned_child", child)
+    monkeypatch.setattr(course_model, "train_in_pinned_child", child)
     monkeypatch.setattr(task_model, "corpus_ids", stop)  # the first step of training
     for name, value in PINNED_KERNELS.items():
         monkeypatch.setenv(name, value)
