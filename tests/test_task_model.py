@@ -417,3 +417,10 @@ def test_the_pinned_child_is_make_models_command_with_the_pinned_kernels(tmp_pat
         "-m", "solutions.course_model", "--size", "tasks", "--cache-dir", str(tmp_path), "--force",
     ]  # fmt: skip
     assert seen["check"] and all(seen["env"][k] == v for k, v in PINNED_KERNELS.items())
+
+
+def test_the_makefile_pins_the_kernels_that_course_model_names():
+    """make model/book/test export PINNED_KERNELS: one list, read from the Makefile."""
+    text = (Path(__file__).resolve().parents[1] / "Makefile").read_text(encoding="utf-8")
+    exported = dict(re.findall(r"^model book test: export (\w+) := (\S+)$", text, re.M))
+    assert exported == PINNED_KERNELS
