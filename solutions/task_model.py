@@ -101,6 +101,7 @@ from solutions.fast import (
     fused_copy,
     train_fast,
 )
+from solutions.prompting import induction_scores as head_scores
 
 NAME = "tasks"  # the files are tasks.pt and tasks.json
 
@@ -407,13 +408,25 @@ def repeated_cipher_lines(
 
 def induction_scores(model: torch.nn.Module, ids: torch.Tensor, period: int) -> torch.Tensor:
     """Per layer and head (n_layers, H): on ids (n, T) that repeat with ``period``, the
-    mean attention from each position t in [period, T) to t - period + 1 (the token
-    after the earlier occurrence of the current token), over t and the n sequences."""
-    t = torch.arange(period, ids.shape[1])  # the positions of the second copy
-    rows = []
-    for w in attention_weights(model, ids):  # (n, H, T, T)
-        rows.append(w[:, :, t, t - period + 1].mean(dim=(0, 2)))  # (H,)
-    return torch.stack(rows)  # (n_layers, H)
+    chapter's ``induction_scores`` of each layer's attention (the mean attention from
+    each position t in [period, T) to t - period + 1, the token after the earlier
+    occurrence of the current token), averaged over the n sequences."""
+    maps = attention_weights(model, ids)  # per layer (n, H, T, T)
+    return torch.stack([head_scores(w, period).mean(dim=0) for w in maps])  # (n_layers, H)
+
+
+def uniform_score(period: int, length: int) -> float:
+    """The induction score of a head that spreads its attention evenly over the t + 1
+    positions it sees, on sequences of ``length`` tokens repeating with ``period``."""
+    t = torch.arange(period, length, dtype=torch.float64)  # the positions scored
+    return float((1.0 / (t + 1)).mean())
+
+
+def induction_heads(scores: torch.Tensor, uniform: float) -> list[tuple[int, int]]:
+    """The (layer, head) pairs whose score in ``scores`` (n_layers, H) is more than ten
+    times ``uniform``: the heads the chapter calls induction heads and switches off."""
+    strong = (scores.flatten() > 10 * uniform).nonzero().flatten()
+    return [divmod(int(i), scores.shape[1]) for i in strong]
 
 
 @contextmanager
@@ -508,17 +521,16 @@ def report(
                 row[key] = accuracy(model, tokenizer, items, n, with_steps)
         steps[f"{digits} digits"] = row
         say(f"add {digits} digits " + "  ".join(f"{k}:{v:.2f}" for k, v in row.items()))
-    scores = induction_scores(model, repeated_cipher_lines(tokenizer), 48)
+    probe = repeated_cipher_lines(tokenizer)  # (n, 2P + 1)
+    period = (probe.shape[1] - 1) // 2
+    scores = induction_scores(model, probe, period)
     layer, head = divmod(int(scores.argmax()), scores.shape[1])
     say(f"induction on repeated cipher lines: best layer {layer} head {head} "
         f"score {float(scores.max()):.3f}")  # fmt: skip
     say(str([[round(float(s), 3) for s in r] for r in scores]))
     plain = induction_scores(model, repeated_letters(tokenizer), 40)
     say(f"induction on repeated random letters: best {float(plain.max()):.3f}")
-    t = torch.arange(48, 2 * 48 + 1, dtype=torch.float64)
-    uniform = float((1.0 / (t + 1)).mean())  # the score of evenly spread attention
-    strong = (scores.flatten() > 10 * uniform).nonzero().flatten()  # the page's rule
-    top = [divmod(int(i), scores.shape[1]) for i in strong]
+    top = induction_heads(scores, uniform_score(period, probe.shape[1]))
     ablated: dict[str, dict[int, float | None]] = {}
     for task in ("map", "copy", "upper", "count"):
         items = make_eval_set(task, n_items, 8)

@@ -424,3 +424,18 @@ def test_the_makefile_pins_the_kernels_that_course_model_names():
     text = (Path(__file__).resolve().parents[1] / "Makefile").read_text(encoding="utf-8")
     exported = dict(re.findall(r"^model book test: export (\w+) := (\S+)$", text, re.M))
     assert exported == PINNED_KERNELS
+
+
+def test_uniform_score_is_the_score_of_evenly_spread_causal_attention():
+    from solutions.prompting import induction_scores as head_scores
+
+    T, period = 97, 48
+    causal = torch.ones(T, T, dtype=torch.float64).tril()
+    even = causal / causal.sum(dim=-1, keepdim=True)  # row t: 1/(t+1) on positions 0..t
+    assert task_model.uniform_score(period, T) == pytest.approx(float(head_scores(even, period)))
+
+
+def test_induction_heads_are_those_above_ten_times_uniform():
+    scores = torch.tensor([[0.0, 0.11, 0.09], [0.5, 0.101, 0.0]])
+    assert task_model.induction_heads(scores, 0.01) == [(0, 1), (1, 0), (1, 1)]
+    assert task_model.induction_heads(scores, 0.1) == []
