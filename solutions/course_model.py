@@ -371,13 +371,19 @@ def cpu_kernels() -> dict[str, str | None]:
     }
 
 
-def _fingerprint(config: ModelConfig, corpus: dict[str, Any], vocab_size: int) -> dict[str, Any]:
+def trainer_fingerprint() -> dict[str, str]:
+    """The training loop and the dtype of its matrix products, in every course model's
+    fingerprint."""
     low = autocast_dtype("cpu", PRECISION)
+    return {"loop": TRAINER, "matmul_dtype": str(low or torch.float32)}
+
+
+def _fingerprint(config: ModelConfig, corpus: dict[str, Any], vocab_size: int) -> dict[str, Any]:
     return {
         "config": dataclasses.asdict(config),
         "corpus": corpus["sha256"],
         "vocab_size": vocab_size,
-        "trainer": {"loop": TRAINER, "matmul_dtype": str(low or torch.float32)},
+        "trainer": trainer_fingerprint(),
     }
 
 

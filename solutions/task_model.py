@@ -92,11 +92,11 @@ from solutions.course_model import (
     cached_or_child,
     evaluate_loss,
     save_trained_model,
+    trainer_fingerprint,
 )
 from solutions.fast import (
     DecodeCache,
     _optimizer,
-    autocast_dtype,
     cached_logits,
     fused_copy,
     train_fast,
@@ -123,7 +123,6 @@ CONFIG = ModelConfig(
     d_model=64, n_layers=2, n_heads=4, max_seq_len=128, steps=3500, batch_size=32,
     max_lr=1e-2, min_lr=1e-3, warmup_steps=50, weight_decay=0.1, threads=1,
 )  # fmt: skip
-TRAINER = "solutions.fast.train_fast"
 TOKEN_INIT: float | None = 0.1  # the std of the token embeddings at the start (None: 0.02)
 SAMPLE_CHARS = 20_000
 SAMPLE_PROMPTS = (  # a few-shot prompt of three tasks, continued in the metadata
@@ -141,7 +140,6 @@ def _fingerprint(config: ModelConfig, corpus: TaskCorpusConfig) -> dict[str, Any
     characters (made in milliseconds, unlike the whole text): a change of the task
     generator changes them.
     """
-    low = autocast_dtype("cpu", PRECISION)
     fields = dataclasses.asdict(corpus)
     if not corpus.repeat_steps:  # no repeat phase: the fingerprint of before it existed
         del fields["repeat_chars"], fields["repeat_steps"]
@@ -153,7 +151,7 @@ def _fingerprint(config: ModelConfig, corpus: TaskCorpusConfig) -> dict[str, Any
             "sample_sha256": hashlib.sha256(sample.encode("utf-8")).hexdigest(),
         },
         "alphabet": ALPHABET,
-        "trainer": {"loop": TRAINER, "matmul_dtype": str(low or torch.float32)},
+        "trainer": trainer_fingerprint(),
         **({"token_init": TOKEN_INIT} if TOKEN_INIT is not None else {}),
     }
 
